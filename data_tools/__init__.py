@@ -1,0 +1,1 @@
+"""RS-SSL data: real sources, synthetic sources, mixing at ratio alpha, generation."""

@@ -1,0 +1,108 @@
+"""Where semilearn 0.3.2 is adapted to run on CPU as well as on CUDA.
+
+semilearn 0.3.2 assumes CUDA throughout. Rather than forking it, the train
+command (or an explicit call to :func:`activate`) installs the small set of
+adaptations below; importing :mod:`rsmatch_usb` patches nothing. Every change
+is listed in :func:`activate` with the reason it is needed. On CUDA only the
+dataset hook is installed, so USB's GPU path (single GPU, DDP with NCCL) is
+USB's own.
+"""
+import contextlib
+import time
+
+import torch
+
+_ORIGINALS = {}
+
+
+class WallClockEvent:
+    """Stand-in for ``torch.cuda.Event`` on CPU: same ``record``/``elapsed_time`` API."""
+
+    def __init__(self, enable_timing=True, **kwargs):
+        self._t = None
+
+    def record(self, stream=None):
+        self._t = time.perf_counter()
+
+    def synchronize(self):
+        pass
+
+    def query(self):
+        return True
+
+    def elapsed_time(self, end):
+        """Milliseconds from this event to ``end``, as CUDA events report."""
+        if self._t is None or end._t is None:
+            return 0.0
+        return (end._t - self._t) * 1000.0
+
+
+def _tensor_to_cpu(self, device=None, non_blocking=False, **kwargs):
+    return self.to("cpu")
+
+
+def _disabled_grad_scaler(*args, **kwargs):
+    return torch.amp.GradScaler("cpu", enabled=False)
+
+
+def _patch(owner, name, value):
+    key = (owner, name)
+    if key not in _ORIGINALS:
+        _ORIGINALS[key] = getattr(owner, name)
+    setattr(owner, name, value)
+
+
+def resolve_device(requested):
+    """Map the ``device`` config key (auto, cpu, cuda) to a torch device type."""
+    from .errors import UserError
+
+    requested = str(requested or "auto").lower()
+    if requested not in ("auto", "cpu", "cuda"):
+        raise UserError(f"device: {requested!r} is not one of auto, cpu, cuda; fix the 'device' key")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UserError("device: cuda was requested but no CUDA GPU is visible to torch; "
+                        "set 'device: cpu' (or 'auto') or run on a machine with a GPU")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def activate(device):
+    """Install the adaptations for ``device`` ('cpu' or 'cuda'); idempotent."""
+    import semilearn.core.algorithmbase as algorithmbase
+
+    from data_tools import usb as usb_data
+
+    # Plugin datasets (digits, ImageFolder sources, RS-SSL contamination) are built
+    # by data_tools; AlgorithmBase.set_dataset looks get_dataset up in its module,
+    # so this is the one place every USB algorithm picks them up unchanged.
+    _patch(algorithmbase, "get_dataset", usb_data.get_dataset)
+    if device != "cpu":
+        return
+    # process_batch, evaluate, Dash's warm-up loop, and the train steps and
+    # load_model of SimMatch, CoMatch, VAT, CRMatch, FlexMatch, FreeMatch,
+    # SoftMatch, ReMixMatch and AdaMatch call Tensor.cuda(); on CPU it stays put.
+    _patch(torch.Tensor, "cuda", _tensor_to_cpu)
+    # TimerHook, ParamUpdateHook and Dash time steps with CUDA events.
+    _patch(torch.cuda, "Event", WallClockEvent)
+    # ParamUpdateHook and Dash synchronize the (absent) device around each step.
+    _patch(torch.cuda, "synchronize", lambda *a, **k: None)
+    # AlgorithmBase always builds an enabled CUDA GradScaler; on CPU it only warns.
+    _patch(algorithmbase, "GradScaler", _disabled_grad_scaler)
+
+
+def deactivate():
+    """Undo :func:`activate` (used by tests that run several configs in one process)."""
+    for (owner, name), value in _ORIGINALS.items():
+        setattr(owner, name, value)
+    _ORIGINALS.clear()
+
+
+@contextlib.contextmanager
+def activated(device):
+    """Context manager form of :func:`activate` / :func:`deactivate`."""
+    activate(device)
+    try:
+        yield
+    finally:
+        deactivate()

@@ -1,0 +1,207 @@
+"""``rsmatch-train``: the plugin's counterpart of USB's train.py.
+
+Same flags, YAML keys and output layout (``save_dir/save_name/log.txt``,
+``latest_model.pth``, ``model_best.pth``, the ``BEST_EVAL_ACC`` log line), on
+CPU or CUDA. Differences from USB's script, each deliberate: bad input is one
+``error:`` line and exit code 2; a checkpoint that exists but cannot be loaded
+stops the run instead of silently starting from scratch; with no GPU,
+``multiprocessing_distributed`` spawns ``world_size`` CPU processes on gloo.
+"""
+import hashlib
+import logging
+import os
+import random
+import shutil
+import socket
+import sys
+import warnings
+
+import numpy as np
+import torch
+
+from .config import get_config
+from .errors import UserError
+from .nets import get_net_builder
+from . import runtime
+
+
+def _free_local_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare(args):
+    """Validate ``args`` and fix up device-dependent keys, before anything is written."""
+    from data_tools import usb as usb_data
+
+    args.device = runtime.resolve_device(args.device)
+    get_net_builder(args.net, args.net_from_name)
+    usb_data.check_dataset_name(args.dataset)
+    if args.epoch < 1 or args.num_train_iter % args.epoch:
+        raise UserError(f"num_train_iter ({args.num_train_iter}) must be a multiple of epoch ({args.epoch})")
+    if args.resume and args.load_path and os.path.exists(args.load_path):
+        check_checkpoint(args.load_path)
+
+    if args.device == "cpu":
+        if args.amp:
+            warnings.warn("amp: mixed precision needs CUDA; training in fp32 on CPU")
+            args.amp = False
+        args.gpu = None
+        if args.dist_backend == "nccl":
+            args.dist_backend = "gloo"  # NCCL is CUDA-only; gloo is PyTorch's CPU backend
+        # With no GPUs, 'world_size' processes run on this node (USB multiplies by the GPU count).
+        args.procs_per_node = args.world_size if args.multiprocessing_distributed else 1
+    else:
+        args.procs_per_node = torch.cuda.device_count() if args.multiprocessing_distributed else 1
+        if args.multiprocessing_distributed:
+            args.world_size = args.procs_per_node * args.world_size
+    args.distributed = args.world_size > 1 or (args.multiprocessing_distributed and args.device == "cuda")
+    if args.multiprocessing_distributed and args.dist_url.split("//")[-1].split(":")[0] in ("127.0.0.1", "localhost"):
+        args.dist_url = f"tcp://127.0.0.1:{_free_local_port()}"
+
+    # Build the datasets once here, so a bad path, image or ratio fails before the
+    # run folder is touched (the workers build their own copy).
+    runtime.activate(args.device)
+    _seed_everything(args.seed)
+    usb_data.get_dataset(args, args.algorithm, args.dataset, args.num_labels, args.num_classes,
+                         args.data_dir, args.include_lb_to_ulb)
+    return args
+
+
+def check_checkpoint(path):
+    """Fail loudly on a checkpoint file that torch cannot read or that is not a USB checkpoint."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        raise UserError(f"load_path: cannot read checkpoint {path} ({type(exc).__name__}); "
+                        "point load_path at a latest_model.pth written by this tool, or remove it to start fresh") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "it" not in ckpt:
+        raise UserError(f"load_path: {path} is not a USB training checkpoint (no 'model'/'it' entries)")
+
+
+def main(args):
+    """Prepare the run folder, then train in this process or in spawned workers."""
+    save_path = os.path.join(args.save_dir, args.save_name)
+    if os.path.exists(save_path) and not args.resume:
+        if not args.overwrite:
+            raise UserError(f"{save_path} exists; set overwrite: True, resume: True, or another save_name")
+        shutil.rmtree(save_path)
+    if args.multiprocessing_distributed and args.procs_per_node > 1:
+        import torch.multiprocessing as mp
+
+        mp.spawn(main_worker, nprocs=args.procs_per_node, args=(args.procs_per_node, args))
+    else:
+        return main_worker(args.gpu, args.procs_per_node, args)
+
+
+def _place_model(args, module, clip_batch):
+    if args.device == "cuda":
+        from semilearn.core.utils import send_model_cuda
+
+        return send_model_cuda(args, module, clip_batch=clip_batch)
+    if args.distributed:
+        if clip_batch:
+            args.batch_size = int(args.batch_size / args.procs_per_node)
+        # SyncBatchNorm is CUDA-only; on CPU each rank keeps its own BN statistics.
+        return torch.nn.parallel.DistributedDataParallel(module, broadcast_buffers=False,
+                                                         find_unused_parameters=True)
+    return module
+
+
+def parameter_fingerprint(module):
+    """A short hash of all parameters: equal on every DDP rank when training stays in sync."""
+    digest = hashlib.sha256()
+    for _, p in sorted(module.state_dict().items()):
+        digest.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def main_worker(local_rank, procs_per_node, args):
+    """Train on one device: USB's main_worker with the runtime adaptations active."""
+    import torch.distributed as dist
+    from semilearn.algorithms import get_algorithm
+    from semilearn.core.utils import TBLog, count_parameters, get_logger
+    from semilearn.imb_algorithms import get_imb_algorithm
+
+    runtime.activate(args.device)
+    args.gpu = local_rank if args.device == "cuda" else None
+    _seed_everything(args.seed)
+    torch.backends.cudnn.deterministic = True
+
+    if args.distributed:
+        if args.multiprocessing_distributed:
+            args.rank = args.rank * procs_per_node + (local_rank or 0)
+        dist.init_process_group(backend=args.dist_backend, init_method=args.dist_url,
+                                world_size=args.world_size, rank=args.rank)
+
+    save_path = os.path.join(args.save_dir, args.save_name)
+    is_main = args.rank % procs_per_node == 0
+    tb_log = TBLog(save_path, "tensorboard", use_tensorboard=args.use_tensorboard) if is_main else None
+    logger = get_logger(args.save_name, save_path, "INFO" if is_main else "WARNING")
+    # get_logger sets the level through logging.basicConfig, a no-op when the
+    # host process (pytest, a notebook) has configured logging already.
+    logger.setLevel(logging.INFO if is_main else logging.WARNING)
+    logger.info(f"Use device: {args.device} (gpu {args.gpu}) for training")
+
+    net_builder = get_net_builder(args.net, args.net_from_name)
+    if args.imb_algorithm is not None:
+        algorithm = get_imb_algorithm(args, net_builder, tb_log, logger)
+    else:
+        algorithm = get_algorithm(args, net_builder, tb_log, logger)
+    # USB's hooks pick the main process with rank % ngpus_per_node; with no GPU
+    # that count is 0, so tell the algorithm how many processes share this node.
+    algorithm.ngpus_per_node = procs_per_node
+    logger.info(f"Number of Trainable Params: {count_parameters(algorithm.model)}")
+
+    algorithm.model = _place_model(args, algorithm.model, clip_batch=True)
+    algorithm.ema_model = _place_model(args, algorithm.ema_model, clip_batch=False)
+    logger.info(f"Arguments: {algorithm.args}")
+
+    if args.resume and args.load_path and os.path.exists(args.load_path):
+        try:
+            algorithm.load_model(args.load_path)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise UserError(f"load_path: checkpoint {args.load_path} does not fit this config "
+                            f"({str(exc).splitlines()[0][:200]}); use the config it was trained with") from None
+        logger.info(f"Resumed from {args.load_path} at iteration {algorithm.it}")
+    elif args.resume:
+        logger.info(f"Resume load path {args.load_path} does not exist; training from scratch")
+
+    if hasattr(algorithm, "warmup"):
+        logger.info("Warmup stage")
+        algorithm.warmup()
+    logger.info("Model training")
+    algorithm.train()
+    for key, item in algorithm.results_dict.items():
+        logger.info(f"Model result - {key} : {item}")
+    if hasattr(algorithm, "finetune"):
+        logger.info("Finetune stage")
+        algorithm.finetune()
+
+    logging.warning(f"rank {args.rank} training is FINISHED; parameter fingerprint "
+                    f"{parameter_fingerprint(algorithm.model)}")
+    if args.distributed:
+        dist.destroy_process_group()
+    return algorithm
+
+
+def cli(argv=None):
+    """Entry point of ``rsmatch-train``; returns the process exit code."""
+    try:
+        args = prepare(get_config(argv))
+        main(args)
+    except UserError as exc:
+        print(f"rsmatch-train: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,56 @@
+"""Shared helpers: tiny configs on the embedded digits and an in-process train command."""
+import os
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+# Every USB algorithm name in semilearn 0.3.2's registry ('supervised' is an alias).
+USB_ALGORITHMS = ["adamatch", "comatch", "crmatch", "dash", "defixmatch", "fixmatch", "flexmatch", "freematch",
+                  "fullysupervised", "meanteacher", "mixmatch", "pimodel", "pseudolabel", "remixmatch",
+                  "simmatch", "softmatch", "supervised", "uda", "vat"]
+
+
+def tiny_config(tmp_path, name="run", **overrides):
+    """A config that trains a few iterations of a ~20k-parameter net on digits."""
+    cfg = dict(algorithm="fixmatch", net="resnet_micro", dataset="digits", num_classes=10, num_labels=40,
+               img_size=16, crop_ratio=0.875, batch_size=8, uratio=2, eval_batch_size=512,
+               num_train_iter=2, num_eval_iter=2, num_log_iter=1, epoch=1, ema_m=0.0, lr=0.03,
+               save_dir=str(tmp_path / "runs"), save_name=name, num_workers=0, seed=0, device="cpu")
+    cfg.update(overrides)
+    return cfg
+
+
+def write_config(tmp_path, cfg, filename="config.yaml"):
+    from ruamel.yaml import YAML
+
+    path = tmp_path / filename
+    with open(path, "w") as f:
+        YAML(typ="safe", pure=True).dump(cfg, f)
+    return str(path)
+
+
+def run_train(tmp_path, cfg, *extra_argv):
+    """Run ``rsmatch-train --c <cfg>`` in this process; returns (exit code, run folder)."""
+    from rsmatch_usb.train import cli
+
+    path = write_config(tmp_path, cfg, f"{cfg['save_name']}.yaml")
+    code = cli(["--c", path, *extra_argv])
+    return code, os.path.join(cfg["save_dir"], cfg["save_name"])
+
+
+def read_log(run_dir):
+    with open(os.path.join(run_dir, "log.txt")) as f:
+        return f.read()
+
+
+@pytest.fixture(autouse=True)
+def _restore_runtime():
+    """Each test starts from unpatched semilearn/torch, as a fresh process would."""
+    yield
+    from rsmatch_usb import runtime
+
+    runtime.deactivate()
