@@ -81,7 +81,12 @@ class ExtraHeadsMixin:
 
     def set_model(self):
         model = super().set_model()
-        self.extra_heads = HeadSet(self.build_extra_heads(model.num_features))
+        # Initialise the heads from a private RNG stream: the global stream then
+        # advances exactly as for the base algorithm, so data order, augmentation
+        # and the EMA copy match it step for step under the same seed.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.args.seed + 7919)
+            self.extra_heads = HeadSet(self.build_extra_heads(model.num_features))
         return model
 
     def set_optimizer(self):

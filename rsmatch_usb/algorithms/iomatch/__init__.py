@@ -1,0 +1,1 @@
+"""IOMatch (Li et al., ICCV 2023) as a USB algorithm."""

@@ -1,0 +1,1 @@
+"""OpenMatch (Saito et al., NeurIPS 2021) as a USB algorithm."""
