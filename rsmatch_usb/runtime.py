@@ -45,6 +45,19 @@ def _disabled_grad_scaler(*args, **kwargs):
     return torch.amp.GradScaler("cpu", enabled=False)
 
 
+def _after_run_recording_completed_iterations(original):
+    def after_run(self, algorithm):
+        # EvaluationHook.after_run saves latest_model.pth after the loop has
+        # already counted the last step, and get_save_dict adds one more, so the
+        # file claimed k + 1 iterations and a resume skipped one.
+        algorithm.it -= 1
+        try:
+            return original(self, algorithm)
+        finally:
+            algorithm.it += 1
+    return after_run
+
+
 def _patch(owner, name, value):
     key = (owner, name)
     if key not in _ORIGINALS:
@@ -70,6 +83,7 @@ def resolve_device(requested):
 def activate(device):
     """Install the adaptations for ``device`` ('cpu' or 'cuda'); idempotent."""
     import semilearn.core.algorithmbase as algorithmbase
+    from semilearn.core.hooks import EvaluationHook
 
     from data_tools import usb as usb_data
 
@@ -77,6 +91,8 @@ def activate(device):
     # by data_tools; AlgorithmBase.set_dataset looks get_dataset up in its module,
     # so this is the one place every USB algorithm picks them up unchanged.
     _patch(algorithmbase, "get_dataset", usb_data.get_dataset)
+    if (EvaluationHook, "after_run") not in _ORIGINALS:
+        _patch(EvaluationHook, "after_run", _after_run_recording_completed_iterations(EvaluationHook.after_run))
     if device != "cpu":
         return
     # process_batch, evaluate, Dash's warm-up loop, and the train steps and

@@ -116,9 +116,13 @@ def _place_model(args, module, clip_batch):
 
 
 def parameter_fingerprint(module):
-    """A short hash of all parameters: equal on every DDP rank when training stays in sync."""
+    """A short hash of the learnable parameters: equal on every DDP rank when training stays in sync.
+
+    Buffers are left out: without SyncBatchNorm (CUDA-only) each CPU rank keeps
+    its own BatchNorm running statistics, and rank 0's are the ones saved.
+    """
     digest = hashlib.sha256()
-    for _, p in sorted(module.state_dict().items()):
+    for _, p in sorted(module.named_parameters()):
         digest.update(p.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
@@ -144,6 +148,11 @@ def main_worker(local_rank, procs_per_node, args):
     save_path = os.path.join(args.save_dir, args.save_name)
     is_main = args.rank % procs_per_node == 0
     tb_log = TBLog(save_path, "tensorboard", use_tensorboard=args.use_tensorboard) if is_main else None
+    # get_logger adds a file handler on every call; drop those of an earlier run
+    # in this process (tests, notebooks) so lines are not written twice.
+    for handler in list(logging.getLogger(args.save_name).handlers):
+        logging.getLogger(args.save_name).removeHandler(handler)
+        handler.close()
     logger = get_logger(args.save_name, save_path, "INFO" if is_main else "WARNING")
     # get_logger sets the level through logging.basicConfig, a no-op when the
     # host process (pytest, a notebook) has configured logging already.
@@ -170,6 +179,10 @@ def main_worker(local_rank, procs_per_node, args):
         except (RuntimeError, KeyError, ValueError) as exc:
             raise UserError(f"load_path: checkpoint {args.load_path} does not fit this config "
                             f"({str(exc).splitlines()[0][:200]}); use the config it was trained with") from None
+        # USB stores epoch + 1 even for a mid-epoch checkpoint, so with USB's usual
+        # 'epoch: 1' the resumed loop would not run at all; restart in the epoch
+        # the checkpoint was taken in (iterations, not epochs, end training).
+        algorithm.start_epoch = min(algorithm.it // max(algorithm.num_iter_per_epoch, 1), algorithm.epochs - 1)
         logger.info(f"Resumed from {args.load_path} at iteration {algorithm.it}")
     elif args.resume:
         logger.info(f"Resume load path {args.load_path} does not exist; training from scratch")
