@@ -1,76 +1,48 @@
-"""Real image sources: each returns its train and test splits as :class:`ImageSet`.
+"""Real image sources: the registry :data:`REAL_SOURCES`, looked up by the ``dataset`` config key.
 
-Sources are looked up by the ``dataset`` config key in :data:`REAL_SOURCES`.
-Large sources keep file paths and read images lazily, so indexing a folder of
-a million images costs paths, not pixels.
+Each source returns its train and eval splits as :class:`ImageSet` and says
+how USB splits and normalises it. ``cifar10``, ``cifar100``, ``svhn``,
+``stl10`` and ``imagenet`` are also semilearn's names: they read the files
+semilearn's loaders read, in the same layout under ``data_dir``, never
+download, and split with the same sampler call (see :mod:`data_tools.splits`),
+so a clean run holds USB's images. Large sources keep file paths and read
+images lazily (:mod:`data_tools.folders`).
 """
+import os
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Union
+from typing import Callable, Tuple
 
 import numpy as np
-from PIL import Image
+import torchvision
+from semilearn.datasets.cv_datasets import cifar as usb_cifar
+from semilearn.datasets.cv_datasets import imagenet as usb_imagenet
+from semilearn.datasets.cv_datasets import stl10 as usb_stl10
+from semilearn.datasets.cv_datasets import svhn as usb_svhn
 
 from rsmatch_usb.errors import UserError
 
+from . import class_names, folders, splits
+from .imageset import ConcatItems, ImageSet
 
-@dataclass
-class ImageSet:
-    """Images of one split with their labels.
+__all__ = ["ImageSet", "RealSource", "REAL_SOURCES"]
 
-    ``images`` is either a uint8 array (N, H, W) / (N, H, W, C) held in memory or
-    a sequence of file paths read on access. ``is_synthetic`` is the ground-truth
-    origin flag, kept for analysis only; training never sees it.
+
+@dataclass(frozen=True)
+class RealSource:
+    """How to build one dataset: ``load(args, data_dir) -> (train, eval)``, USB's split and normalisation.
+
+    ``transforms`` is ``"classic"`` (USB's CIFAR/SVHN/STL-10 pipeline) or
+    ``"imagenet"`` (USB's ImageNet pipeline); see :func:`data_tools.usb.build_transforms`.
     """
 
-    images: Union[np.ndarray, Sequence[str]]
-    labels: np.ndarray
-    class_names: List[str]
-    is_synthetic: Optional[np.ndarray] = None
-
-    def __post_init__(self):
-        self.labels = np.asarray(self.labels, dtype=np.int64)
-        if self.is_synthetic is None:
-            self.is_synthetic = np.zeros(len(self.labels), dtype=bool)
-        self.is_synthetic = np.asarray(self.is_synthetic, dtype=bool)
-        if len(self.images) != len(self.labels) or len(self.labels) != len(self.is_synthetic):
-            raise ValueError("images, labels and is_synthetic must have the same length")
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        # Algorithms such as CRMatch index a dataset's ``data`` directly.
-        return self.load(i)
-
-    @property
-    def lazy(self):
-        return not isinstance(self.images, np.ndarray)
-
-    def load(self, i):
-        """Image ``i`` as an RGB PIL image (USB's nets and transforms expect 3 channels)."""
-        item = self.images[i]
-        if isinstance(item, np.ndarray):
-            return Image.fromarray(item).convert("RGB")
-        try:
-            with Image.open(item) as img:
-                return img.convert("RGB")
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read image {item}: {exc}; remove or replace the file") from None
-
-    def subset(self, index):
-        """The images at ``index`` (an integer array), as a new ImageSet."""
-        index = np.asarray(index, dtype=np.int64)
-        if self.lazy:
-            images = [self.images[i] for i in index]
-        else:
-            images = self.images[index]
-        return ImageSet(images, self.labels[index], self.class_names, self.is_synthetic[index])
+    load: Callable
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+    split: Callable = splits.balanced_split
+    transforms: str = "classic"
 
 
-DIGITS_CLASSES = [str(d) for d in range(10)]
-
-
-def load_digits_source(args=None):
+def load_digits_source(args=None, data_dir=None):
     """scikit-learn's bundled 8x8 digits with a fixed, seeded 75/25 train/test split.
 
     The split does not depend on the run's seed, so the test set is the same for
@@ -83,11 +55,76 @@ def load_digits_source(args=None):
     images = np.round(digits.images * 255.0 / 16.0).astype(np.uint8)
     train_idx, test_idx = train_test_split(np.arange(len(images)), test_size=0.25,
                                            stratify=digits.target, random_state=0)
-    return (ImageSet(images[train_idx], digits.target[train_idx], DIGITS_CLASSES),
-            ImageSet(images[test_idx], digits.target[test_idx], DIGITS_CLASSES))
+    names = list(class_names.DIGITS)
+    return (ImageSet(images[train_idx], digits.target[train_idx], names),
+            ImageSet(images[test_idx], digits.target[test_idx], names))
 
 
-# name -> (loader(args) -> (train, test), normalisation mean, std)
+def _open_torchvision(cls, root, dataset, how, **kwargs):
+    """A torchvision dataset with ``download=False``; missing or corrupt files are a UserError."""
+    try:
+        return cls(root, download=False, **kwargs)
+    except RuntimeError:  # torchvision: "Dataset not found or corrupted"
+        raise UserError(f"dataset {dataset}: files not found or corrupt under {root}; {how}") from None
+
+
+def _cifar(name):
+    def load(args, data_dir):
+        """CIFAR in torchvision's layout, ``data_dir/<name>/cifar-10(0)-batches-py`` (USB's)."""
+        cls = getattr(torchvision.datasets, name.upper())
+        root = os.path.join(data_dir, name)
+        how = (f"download it with python -c \"import torchvision; torchvision.datasets.{cls.__name__}("
+               f"'{root}', download=True)\" (expected {os.path.join(root, cls.base_folder)})")
+        train = _open_torchvision(cls, root, name, how, train=True)
+        test = _open_torchvision(cls, root, name, how, train=False)
+        names = list(class_names.CIFAR10 if name == "cifar10" else class_names.CIFAR100)
+        return (ImageSet(train.data, train.targets, names), ImageSet(test.data, test.targets, names))
+    return load
+
+
+def load_svhn(args, data_dir):
+    """SVHN train + extra (as USB trains on both) and test, ``data_dir/svhn/*_32x32.mat``."""
+    root = os.path.join(data_dir, "svhn")
+    how = (f"download it with python -c \"import torchvision; [torchvision.datasets.SVHN('{root}', split=s, "
+           f"download=True) for s in ('train', 'extra', 'test')]\" (expected {root}/train_32x32.mat, "
+           "extra_32x32.mat, test_32x32.mat)")
+    parts = [_open_torchvision(torchvision.datasets.SVHN, root, "svhn", how, split=s)
+             for s in ("train", "extra", "test")]
+    # torchvision keeps (N, C, H, W); USB transposes to (N, H, W, C) for PIL.
+    data = np.concatenate([p.data.transpose([0, 2, 3, 1]) for p in parts[:2]])
+    labels = np.concatenate([p.labels for p in parts[:2]])
+    names = list(class_names.DIGITS)
+    return ImageSet(data, labels, names), ImageSet(parts[2].data.transpose([0, 2, 3, 1]), parts[2].labels, names)
+
+
+def load_stl10(args, data_dir):
+    """STL-10: labeled train images, then the unlabeled split (label -1); test for eval."""
+    root = os.path.join(data_dir, "stl10")
+    how = (f"download it with python -c \"import torchvision; torchvision.datasets.STL10('{root}', "
+           f"split='train+unlabeled', download=True)\" (expected {os.path.join(root, 'stl10_binary')})")
+    stl = torchvision.datasets.STL10
+    train = _open_torchvision(stl, root, "stl10", how, split="train")
+    unlabeled = _open_torchvision(stl, root, "stl10", how, split="unlabeled")
+    test = _open_torchvision(stl, root, "stl10", how, split="test")
+    images = ConcatItems([train.data.transpose([0, 2, 3, 1]), unlabeled.data.transpose([0, 2, 3, 1])])
+    labels = np.concatenate([train.labels.astype(np.int64), np.full(len(unlabeled.data), -1, dtype=np.int64)])
+    names = list(train.classes)
+    return (ImageSet(images, labels, names),
+            ImageSet(test.data.transpose([0, 2, 3, 1]), test.labels.astype(np.int64), names))
+
+
+_IMAGENET_STATS = (tuple(usb_imagenet.mean["imagenet"]), tuple(usb_imagenet.std["imagenet"]))
+
+# name -> RealSource; normalisation statistics are semilearn's where it has the dataset.
 REAL_SOURCES = {
-    "digits": (load_digits_source, (0.305,) * 3, (0.376,) * 3),
+    "digits": RealSource(load_digits_source, (0.305,) * 3, (0.376,) * 3),
+    "cifar10": RealSource(_cifar("cifar10"), tuple(usb_cifar.mean["cifar10"]), tuple(usb_cifar.std["cifar10"])),
+    "cifar100": RealSource(_cifar("cifar100"), tuple(usb_cifar.mean["cifar100"]), tuple(usb_cifar.std["cifar100"])),
+    "svhn": RealSource(load_svhn, tuple(usb_svhn.mean["svhn"]), tuple(usb_svhn.std["svhn"])),
+    "stl10": RealSource(load_stl10, tuple(usb_stl10.mean["stl10"]), tuple(usb_stl10.std["stl10"]),
+                        split=splits.stl10_split),
+    "imagenet": RealSource(folders.load_imagenet, *_IMAGENET_STATS, split=splits.imagenet_split,
+                           transforms="imagenet"),
+    "tiny_imagenet": RealSource(folders.load_tiny_imagenet, *_IMAGENET_STATS),
+    "imagefolder": RealSource(folders.load_imagefolder, *_IMAGENET_STATS),
 }

@@ -2,18 +2,21 @@
 
 :func:`get_dataset` has semilearn's ``get_dataset`` signature. The runtime
 installs it so that every USB algorithm builds plugin datasets, and RS-SSL
-contaminated ones, without a change to its code. Datasets the plugin does not
-know fall through to semilearn.
+contaminated ones, without a change to its code. Datasets in
+:data:`~data_tools.sources.REAL_SOURCES` (including semilearn's cifar10,
+cifar100, svhn, stl10 and imagenet, read from the same files and split the
+same way) are built here; the others fall through to semilearn, clean only.
 """
-import numpy as np
+import math
+
 from semilearn.core.utils import build as usb_build
-from semilearn.datasets.augmentation import RandAugment
+from semilearn.datasets.augmentation import RandAugment, RandomResizedCropAndInterpolation
 from semilearn.datasets.cv_datasets.datasetbase import BasicDataset
-from semilearn.datasets.utils import split_ssl_data
 from torchvision import transforms
 
 from rsmatch_usb.errors import UserError
 
+from . import mixing
 from .sources import REAL_SOURCES
 
 # Datasets semilearn 0.3.2 builds itself (its get_dataset returns None otherwise).
@@ -27,11 +30,17 @@ _usb_get_dataset = usb_build.get_dataset
 
 
 def add_data_arguments(parser):
-    """Config keys of the RS-SSL data (documented in the README)."""
+    """Config keys of the RS-SSL data and of the plugin's real sources (documented in docs/data.md)."""
     parser.add_argument("--synthetic_source", type=str, default=None,
                         help="folder, manifest CSV, .npz, or 'bundled': synthetic images for the unlabeled set")
     parser.add_argument("--synthetic_ratio", type=float, default=0.0,
                         help="alpha = synthetic images / real unlabeled images")
+    parser.add_argument("--synthetic_seed", type=int, default=None,
+                        help="seed of the synthetic draw (default: the run's seed)")
+    parser.add_argument("--image_folder_root", type=str, default=None,
+                        help="dataset imagefolder: folder with train/<class>/ and val/<class>/ (or test/)")
+    parser.add_argument("--class_list", type=str, default=None,
+                        help="dataset imagenet: file of class folders (one per line) to use a class subset")
 
 
 def known_datasets():
@@ -41,6 +50,18 @@ def known_datasets():
 def check_dataset_name(name):
     if name not in REAL_SOURCES and name not in USB_DATASETS:
         raise UserError(f"dataset: unknown dataset {name!r}; use one of: {', '.join(known_datasets())}")
+
+
+def build_datasets(args, algorithm, dataset, num_labels, num_classes, data_dir, include_lb_to_ulb):
+    """The labeled, unlabeled (possibly contaminated) and eval :class:`ImageSet` of a plugin dataset."""
+    mixing.synthetic_settings(args)  # bad keys fail before any data is read
+    source = REAL_SOURCES[dataset]
+    train_set, eval_set = source.load(args, data_dir)
+    if len(train_set.class_names) != num_classes:
+        raise UserError(f"num_classes: {num_classes} does not match dataset {dataset!r}, which has "
+                        f"{len(train_set.class_names)} classes; set num_classes: {len(train_set.class_names)}")
+    lb_set, ulb_set = source.split(args, algorithm, train_set, num_labels, num_classes, include_lb_to_ulb)
+    return lb_set, mixing.mix_unlabeled(args, dataset, ulb_set), eval_set
 
 
 class RSSLDataset(BasicDataset):
@@ -65,10 +86,28 @@ class RSSLDataset(BasicDataset):
         return sample
 
 
-def build_transforms(img_size, crop_ratio, mean, std):
-    """USB's classic-CV weak, strong (RandAugment(3, 5)) and eval transforms."""
-    pad = int(img_size * (1 - crop_ratio))
+def build_transforms(img_size, crop_ratio, mean, std, style="classic"):
+    """USB's weak, strong and eval transforms.
+
+    ``classic``: semilearn's CIFAR/SVHN/STL-10 pipeline (RandAugment(3, 5));
+    ``imagenet``: its ImageNet pipeline (RandAugment(3, 10), center-crop eval).
+    Each starts by resizing to a square, which also brings synthetic images of
+    another size to the real data's size (``Resize(s)`` of USB's classic
+    pipeline equals ``Resize((s, s))`` on its square images).
+    """
     normalize = [transforms.ToTensor(), transforms.Normalize(mean, std)]
+    if style == "imagenet":
+        outer = int(math.floor(img_size / crop_ratio))
+        weak = transforms.Compose([
+            transforms.Resize((outer, outer)), transforms.RandomCrop((img_size, img_size)),
+            transforms.RandomHorizontalFlip(), *normalize])
+        strong = transforms.Compose([
+            transforms.Resize((outer, outer)), RandomResizedCropAndInterpolation((img_size, img_size)),
+            transforms.RandomHorizontalFlip(), RandAugment(3, 10), *normalize])
+        evaluation = transforms.Compose([
+            transforms.Resize(outer), transforms.CenterCrop(img_size), *normalize])
+        return weak, strong, evaluation
+    pad = int(img_size * (1 - crop_ratio))
     weak = transforms.Compose([
         transforms.Resize((img_size, img_size)),
         transforms.RandomCrop(img_size, padding=pad, padding_mode="reflect"),
@@ -84,41 +123,21 @@ def build_transforms(img_size, crop_ratio, mean, std):
     return weak, strong, evaluation
 
 
-def split_labeled(args, train_set, num_labels, num_classes, include_lb_to_ulb):
-    """USB's class-balanced labeled/unlabeled split (semilearn's split_ssl_data)."""
-    if num_labels % num_classes:
-        raise UserError(f"num_labels: {num_labels} is not divisible by num_classes {num_classes}; "
-                        "USB's balanced split needs the same number of labels per class")
-    counts = np.bincount(train_set.labels, minlength=num_classes)
-    if num_labels // num_classes > counts.min():
-        raise UserError(f"num_labels: {num_labels} asks for {num_labels // num_classes} labels per class but "
-                        f"the smallest class has {counts.min()} training images; lower num_labels")
-    lb_idx, _, ulb_idx, _ = split_ssl_data(
-        args, np.arange(len(train_set)), train_set.labels, num_classes,
-        lb_num_labels=num_labels, ulb_num_labels=getattr(args, "ulb_num_labels", None),
-        lb_imbalance_ratio=getattr(args, "lb_imb_ratio", 1), ulb_imbalance_ratio=getattr(args, "ulb_imb_ratio", 1),
-        include_lb_to_ulb=include_lb_to_ulb)
-    return train_set.subset(lb_idx), train_set.subset(ulb_idx)
-
-
 def get_dataset(args, algorithm, dataset, num_labels, num_classes, data_dir="./data", include_lb_to_ulb=True):
-    """semilearn's ``get_dataset`` for plugin datasets; others go to semilearn."""
+    """semilearn's ``get_dataset``: plugin datasets built here, the others by semilearn."""
     if dataset not in REAL_SOURCES:
+        if mixing.synthetic_settings(args)[0] is not None:
+            raise UserError(f"synthetic_source: dataset {dataset!r} is built by semilearn itself, which cannot "
+                            f"mix in synthetic images; use one of: {', '.join(sorted(REAL_SOURCES))}")
         return _usb_get_dataset(args, algorithm, dataset, num_labels, num_classes, data_dir, include_lb_to_ulb)
-    loader, mean, std = REAL_SOURCES[dataset]
-    train_set, test_set = loader(args)
-    if len(train_set.class_names) != num_classes:
-        raise UserError(f"num_classes: {num_classes} does not match dataset {dataset!r}, which has "
-                        f"{len(train_set.class_names)} classes; set num_classes: {len(train_set.class_names)}")
-    lb_set, ulb_set = split_labeled(args, train_set, num_labels, num_classes, include_lb_to_ulb)
-    if algorithm == "fullysupervised":
-        # As USB's own loaders do: 'fullysupervised' sees every training label, while
-        # its 'supervised' alias trains on the labeled split only.
-        lb_set = train_set
-    weak, strong, evaluation = build_transforms(args.img_size, args.crop_ratio, mean, std)
+    lb_set, ulb_set, eval_set = build_datasets(args, algorithm, dataset, num_labels, num_classes, data_dir,
+                                               include_lb_to_ulb)
+    source = REAL_SOURCES[dataset]
+    weak, strong, evaluation = build_transforms(args.img_size, args.crop_ratio, source.mean, source.std,
+                                                source.transforms)
     return {
         "train_lb": RSSLDataset(algorithm, lb_set, num_classes, weak, False, strong),
         "train_ulb": RSSLDataset(algorithm, ulb_set, num_classes, weak, True, strong),
-        "eval": RSSLDataset(algorithm, test_set, num_classes, evaluation),
+        "eval": RSSLDataset(algorithm, eval_set, num_classes, evaluation),
         "test": None,
     }

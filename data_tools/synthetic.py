@@ -1,0 +1,215 @@
+"""Synthetic image sources: read one into an :class:`ImageSet` labeled with the dataset's classes.
+
+A ``synthetic_source`` is one of
+
+* a folder tree ``<root>/<class>/*.png``, one sub-folder per class, named by
+  class name or class index (a folder holding ``manifest.csv``, as
+  ``data_tools.synthesize`` writes, is read through its manifest);
+* a manifest CSV with columns ``path`` and ``label`` and/or ``class_name``,
+  paths relative to the CSV's folder (other columns such as ``prompt``,
+  ``seed``, ``generator`` are allowed and ignored here);
+* an ``.npz`` with ``images`` (uint8, N x H x W or N x H x W x C) and
+  ``labels`` (class indices, or indices into an optional ``class_names``);
+* ``bundled``: the set shipped for the dataset (:data:`BUNDLED`).
+
+Folders and manifests are indexed by path, never opened here; mixing verifies
+the images it draws. Every image gets the index of the dataset class it is
+filed under; :class:`ClassMatcher` says how names map.
+"""
+import csv
+import os
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from rsmatch_usb.errors import UserError
+
+from .folders import class_folders, index_class_folders
+from .imageset import ImageSet
+
+BUNDLED = {"digits": Path(__file__).resolve().parent / "bundled" / "digits_synthetic.npz"}
+BUNDLED_HOW = {"digits": "python -m data_tools.make_synthetic_digits"}
+MANIFEST = "manifest.csv"
+
+
+def normalize_name(name):
+    """Case-, space- and punctuation-insensitive form of a class name ("Lawn mower" == "lawn_mower")."""
+    return re.sub(r"[^0-9a-z]+", "_", str(name).casefold()).strip("_")
+
+
+class ClassMatcher:
+    """Maps a source's class keys onto the dataset's label indices.
+
+    A key matches, in this order: a class name or class id (normalised, see
+    :func:`normalize_name`); ``<name>_<index>`` for class ``index`` named
+    ``name`` (how ``data_tools.synthesize`` names folders of duplicate names);
+    a whole number, as a class index. A name two classes share (ImageNet's two
+    "crane") is ambiguous and must be given by index or id.
+    """
+
+    def __init__(self, class_names, class_ids=None):
+        self.class_names = list(class_names)
+        self._by_name = {}
+        for i, names in enumerate(zip(self.class_names, class_ids or self.class_names)):
+            for key in {normalize_name(n) for n in names}:
+                self._by_name.setdefault(key, set()).add(i)
+
+    def lookup(self, key, hint=None):
+        """The index for ``key`` or None; ``hint`` (an index) settles a name two classes share."""
+        norm = normalize_name(key)
+        found = self._by_name.get(norm, set())
+        if len(found) == 1:
+            return next(iter(found))
+        if len(found) > 1:
+            return hint if hint in found else None
+        head, _, tail = norm.rpartition("_")
+        if tail.isdigit() and int(tail) in self._by_name.get(head, ()):
+            return int(tail)
+        text = str(key).strip()
+        if text.isdigit() and int(text) < len(self.class_names):
+            return int(text)
+        return None
+
+    def describe_failures(self, keys):
+        """One sentence naming unknown and ambiguous keys."""
+        keys = sorted(set(map(str, keys)))
+        ambiguous = [k for k in keys if len(self._by_name.get(normalize_name(k), ())) > 1]
+        unknown = [k for k in keys if k not in ambiguous]
+        parts = []
+        if unknown:
+            parts.append(f"unknown class(es) {', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}")
+        if ambiguous:
+            parts.append(f"ambiguous name(s) {', '.join(ambiguous[:10])} (several classes have it; "
+                         "use the class index)")
+        sample = ", ".join(self.class_names[:8]) + (" ..." if len(self.class_names) > 8 else "")
+        return (f"{'; '.join(parts)}; the dataset's {len(self.class_names)} classes are {sample} "
+                f"(names, or indices 0-{len(self.class_names) - 1})")
+
+
+def read_synthetic_source(spec, dataset, class_names, class_ids=None):
+    """The synthetic images ``spec`` names, labeled with the dataset's class indices."""
+    matcher = ClassMatcher(class_names, class_ids)
+    if spec == "bundled":
+        path = BUNDLED.get(dataset)
+        if path is None:
+            have = ", ".join(sorted(BUNDLED))
+            raise UserError(f"synthetic_source: dataset {dataset!r} has no bundled synthetic set (only {have} "
+                            "do); give a folder, a manifest CSV or an .npz instead")
+        if not path.is_file():
+            raise UserError(f"synthetic_source: the bundled set {path} is missing; make it with "
+                            f"{BUNDLED_HOW[dataset]}")
+        return read_npz(str(path), matcher)
+    path = os.path.expanduser(str(spec))
+    if not os.path.exists(path):
+        raise UserError(f"synthetic_source: {path} does not exist; give a folder, a manifest CSV, an .npz "
+                        "or 'bundled'")
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, MANIFEST)):
+            return read_manifest(os.path.join(path, MANIFEST), matcher)
+        return read_folder(path, matcher)
+    if path.lower().endswith(".csv"):
+        return read_manifest(path, matcher)
+    if path.lower().endswith(".npz"):
+        return read_npz(path, matcher)
+    raise UserError(f"synthetic_source: {path} is not a folder, a .csv manifest or an .npz file")
+
+
+def read_folder(root, matcher):
+    """``root/<class>/`` folders, each named by class name or index."""
+    folders = class_folders(root)
+    if not folders:
+        raise UserError(f"synthetic_source: {root} has no class sub-folders (expected <root>/<class>/*.png) "
+                        f"and no {MANIFEST}")
+    mapping = {f: matcher.lookup(f) for f in folders}
+    bad = [f for f, i in mapping.items() if i is None]
+    if bad:
+        raise UserError(f"synthetic_source: folder names of {root} do not match the dataset: "
+                        f"{matcher.describe_failures(bad)}")
+    paths, labels = index_class_folders(root, mapping, "synthetic_source")
+    return _synthetic_set(paths, labels, matcher)
+
+
+def read_manifest(path, matcher):
+    """A CSV manifest: ``path`` and ``label`` (index or name) and/or ``class_name`` (name) per image.
+
+    When ``class_name`` is given it decides the class, so a manifest written
+    for a class list in another order still maps right; ``label`` then only
+    settles names two classes share.
+    """
+    base = os.path.dirname(os.path.abspath(path))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            columns = {c.strip() for c in reader.fieldnames or []}
+            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"synthetic_source: cannot read manifest {path} ({exc})") from None
+    if "path" not in columns or not columns & {"label", "class_name"}:
+        raise UserError(f"synthetic_source: manifest {path} needs a 'path' column and a 'label' or "
+                        f"'class_name' column (it has: {', '.join(sorted(columns)) or 'no header'})")
+    if not rows:
+        raise UserError(f"synthetic_source: manifest {path} lists no images")
+    paths, labels, bad = [], [], []
+    for row in rows:
+        label = row.get("label", "")
+        hint = int(label) if label.isdigit() else None
+        if row.get("class_name"):
+            key, index = row["class_name"], matcher.lookup(row["class_name"], hint)
+        else:
+            key = label
+            index = hint if hint is not None and hint < len(matcher.class_names) else matcher.lookup(label)
+        if index is None:
+            bad.append(key)
+            continue
+        paths.append(row["path"] if os.path.isabs(row["path"]) else os.path.join(base, row["path"]))
+        labels.append(index)
+    if bad:
+        raise UserError(f"synthetic_source: labels in manifest {path} do not match the dataset: "
+                        f"{matcher.describe_failures(bad)}")
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise UserError(f"synthetic_source: {len(missing)} image(s) listed in {path} do not exist, e.g. "
+                        f"{', '.join(missing[:3])}; fix the paths (relative to the manifest's folder)")
+    return _synthetic_set(paths, labels, matcher)
+
+
+def read_npz(path, matcher):
+    """An ``.npz`` with ``images`` (uint8) and ``labels``; an optional ``class_names`` array names them."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = {"images", "labels"} - set(z.files)
+            if missing:
+                raise UserError(f"synthetic_source: {path} lacks array(s) {', '.join(sorted(missing))}; "
+                                "an .npz source needs 'images' and 'labels'")
+            images, labels = z["images"], z["labels"]
+            names = [str(n) for n in z["class_names"]] if "class_names" in z.files else None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise UserError(f"synthetic_source: cannot read {path} ({type(exc).__name__}: {exc}); "
+                        "is it an .npz written by numpy.savez?") from None
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3, 4)):
+        raise UserError(f"synthetic_source: {path}: 'images' must be uint8 N x H x W or N x H x W x C "
+                        f"(C = 1, 3 or 4), not {images.dtype} {images.shape}")
+    labels = np.asarray(labels)
+    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+        raise UserError(f"synthetic_source: {path}: 'labels' must be {len(images)} integers, "
+                        f"not {labels.dtype} {labels.shape}")
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if names is not None:
+        index = {i: matcher.lookup(n) for i, n in enumerate(names)}
+        keys = {i: n for i, n in enumerate(names)}
+    else:
+        index = {i: i if 0 <= i < len(matcher.class_names) else None for i in np.unique(labels).tolist()}
+        keys = {i: str(i) for i in index}
+    bad = [keys.get(i, str(i)) for i in np.unique(labels).tolist() if index.get(i) is None]
+    if bad:
+        raise UserError(f"synthetic_source: labels in {path} do not match the dataset: "
+                        f"{matcher.describe_failures(bad)}")
+    mapped = np.vectorize(index.get, otypes=[np.int64])(labels) if len(labels) else labels.astype(np.int64)
+    return _synthetic_set(images, mapped, matcher)
+
+
+def _synthetic_set(images, labels, matcher):
+    return ImageSet(images, labels, matcher.class_names, np.ones(len(labels), dtype=bool))
