@@ -1,0 +1,385 @@
+"""Generate the bundled synthetic digits set for the RS-SSL ``digits`` benchmark.
+
+RS-SSL contaminates the unlabeled set with images made by a generative model.
+For the small built-in ``digits`` dataset (scikit-learn's 8x8 ``load_digits``)
+this script trains a tiny class-conditional diffusion model from scratch, on
+the real *train* split only and upsampled to 16x16, samples a labelled
+synthetic set with DDIM and saves it as ``data_tools/bundled/digits_synthetic.npz``
+plus a contact sheet. Like web-crawled synthetic sets, a share of each class's
+images is "off-class": filed under the class but drawn with a wrong digit or
+the null (unconditional) class.
+
+The script ends with an acceptance check (a real-digits classifier must
+recognise the on-class samples, and a real-vs-synthetic detector must tell the
+two apart) and exits non-zero when it fails.
+
+    python -m data_tools.make_synthetic_digits --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+NUM_CLASSES = 10
+NULL_CLASS = NUM_CLASSES  # extra class embedding used for unconditional draws
+KIND_ON, KIND_WRONG, KIND_NULL = 0, 1, 2
+
+_PKG_DIR = Path(__file__).resolve().parent
+DEFAULT_OUT = _PKG_DIR / "bundled" / "digits_synthetic.npz"
+DEFAULT_SHEET = _PKG_DIR.parent / "docs" / "synthetic_digits_contact_sheet.png"
+
+
+# --------------------------------------------------------------------- data
+def load_real_digits():
+    """Return the project's fixed real split as uint8 8x8 images (0..255).
+
+    The split must match the one the benchmark uses, so the generator never
+    sees a test image.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = np.round(digits.images * 255.0 / 16.0).astype(np.uint8)
+    y = digits.target.astype(np.int64)
+    train_idx, test_idx = train_test_split(
+        np.arange(len(y)), test_size=0.25, stratify=y, random_state=0)
+    return x[train_idx], y[train_idx], x[test_idx], y[test_idx]
+
+
+def upsample(images: np.ndarray, size: int) -> torch.Tensor:
+    """Bilinearly resize uint8 (N, H, W) images to float (N, 1, size, size) in 0..255."""
+    x = torch.from_numpy(images).float().unsqueeze(1)
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """Float 0..255 (N, 1, H, W) -> uint8 (N, H, W)."""
+    return x.squeeze(1).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+# ------------------------------------------------------------------- model
+def build_unet(image_size: int, channels: tuple[int, ...], layers_per_block: int):
+    """A small class-conditional UNet; class ``NULL_CLASS`` means "no class"."""
+    from diffusers import UNet2DModel
+
+    # Group norm needs the group count to divide every width; 8 suits ~1M params.
+    groups = math.gcd(8, *channels)
+    return UNet2DModel(
+        sample_size=image_size,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=channels,
+        layers_per_block=layers_per_block,
+        down_block_types=("DownBlock2D",) * len(channels),
+        up_block_types=("UpBlock2D",) * len(channels),
+        norm_num_groups=groups,
+        num_class_embeds=NUM_CLASSES + 1,
+    )
+
+
+def make_train_scheduler():
+    """The DDPM noise schedule used for training; DDIM sampling reuses its config."""
+    from diffusers import DDPMScheduler
+
+    # The cosine schedule wastes fewer steps on near-pure noise at tiny resolutions.
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+
+
+def train(model, scheduler, images: torch.Tensor, labels: torch.Tensor, args) -> float:
+    """Train ``model`` in place (ends with its EMA weights); return seconds spent."""
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+    from diffusers.training_utils import EMAModel
+
+    gen = torch.Generator().manual_seed(args.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    lr_sched = get_cosine_schedule_with_warmup(
+        opt, num_warmup_steps=min(100, args.train_steps // 10),
+        num_training_steps=args.train_steps)
+    # EMA warm-up keeps the average useful even for short runs.
+    ema = EMAModel(model.parameters(), decay=0.999, use_ema_warmup=True, power=3 / 4)
+    n = len(images)
+    order, pos = torch.randperm(n, generator=gen), 0
+    model.train()
+    start = time.perf_counter()
+    bar = tqdm(range(args.train_steps), desc="train", mininterval=2.0)
+    for _ in bar:
+        if pos + args.batch_size > n:  # new epoch
+            order, pos = torch.randperm(n, generator=gen), 0
+        idx = order[pos:pos + args.batch_size]
+        pos += args.batch_size
+        x0, c = images[idx], labels[idx]
+        # Label dropout trains the null class (unconditional model) used for
+        # null-class off-class draws and classifier-free guidance.
+        drop = torch.rand(len(c), generator=gen) < args.p_uncond
+        c = torch.where(drop, torch.full_like(c, NULL_CLASS), c)
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(c),), generator=gen)
+        pred = model(scheduler.add_noise(x0, noise, t), t, class_labels=c).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        lr_sched.step()
+        ema.step(model.parameters())
+        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+    seconds = time.perf_counter() - start
+    ema.copy_to(model.parameters())
+    model.eval()
+    return seconds
+
+
+# ---------------------------------------------------------------- sampling
+def plan_draws(per_class: int, off_share: float, rng: np.random.Generator):
+    """Decide, for every image, its filed label, conditioning class and kind.
+
+    Per class, ``round(per_class * off_share)`` images are off-class, half
+    drawn with a random other digit and half with the null class. The result
+    is shuffled so any prefix of the set has about the same off-class share.
+    """
+    n_off = int(round(per_class * off_share))
+    n_wrong = n_off // 2
+    labels, drawn, kind = [], [], []
+    for c in range(NUM_CLASSES):
+        others = np.array([d for d in range(NUM_CLASSES) if d != c])
+        n_on = per_class - n_off
+        labels += [c] * per_class
+        drawn += [c] * n_on + list(rng.choice(others, size=n_wrong)) + [NULL_CLASS] * (n_off - n_wrong)
+        kind += [KIND_ON] * n_on + [KIND_WRONG] * n_wrong + [KIND_NULL] * (n_off - n_wrong)
+    perm = rng.permutation(len(labels))
+    return tuple(np.asarray(v, dtype=np.int64)[perm] for v in (labels, drawn, kind))
+
+
+@torch.no_grad()
+def sample(model, train_scheduler, drawn_class: np.ndarray, args) -> np.ndarray:
+    """DDIM-sample one image per entry of ``drawn_class``; return uint8 (N, S, S)."""
+    from diffusers import DDIMScheduler
+
+    ddim = DDIMScheduler.from_config(train_scheduler.config)
+    ddim.set_timesteps(args.sample_steps)
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    size = model.config.sample_size
+    out = []
+    classes = torch.from_numpy(drawn_class)
+    for start in tqdm(range(0, len(classes), args.sample_batch), desc="sample"):
+        c = classes[start:start + args.sample_batch]
+        x = torch.randn((len(c), 1, size, size), generator=gen)
+        for t in ddim.timesteps:
+            if args.guidance_scale == 1.0:
+                eps = model(x, t, class_labels=c).sample
+            else:  # classifier-free guidance against the null class
+                both = model(torch.cat([x, x]), t,
+                             class_labels=torch.cat([c, torch.full_like(c, NULL_CLASS)])).sample
+                cond, uncond = both.chunk(2)
+                eps = uncond + args.guidance_scale * (cond - uncond)
+            x = ddim.step(eps, t, x, eta=0.0).prev_sample
+        out.append(to_uint8((x.clamp(-1, 1) + 1) * 127.5))
+    return np.concatenate(out)
+
+
+# -------------------------------------------------------------- acceptance
+def _features(images: np.ndarray) -> np.ndarray:
+    return images.reshape(len(images), -1).astype(np.float32) / 255.0
+
+
+def _histogram_features(images: np.ndarray, bins: int = 32) -> np.ndarray:
+    flat = images.reshape(len(images), -1)
+    return np.stack([np.bincount(row // (256 // bins), minlength=bins) for row in flat]) / flat.shape[1]
+
+
+def acceptance(real_train, y_train, real_test, y_test, synth, labels, drawn, kind, seed):
+    """Compute the acceptance figures (see ``main``); all images uint8 (N, S, S)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    res = {}
+    # (a) Does a classifier of real digits see the intended digit?
+    clf = LogisticRegression(max_iter=3000, C=0.1)
+    clf.fit(_features(real_train), y_train)
+    res["real_test_acc"] = float((clf.predict(_features(real_test)) == y_test).mean())
+    pred = clf.predict(_features(synth))
+    for name, k in (("on", KIND_ON), ("wrong", KIND_WRONG), ("null", KIND_NULL)):
+        m = kind == k
+        res[f"{name}_as_label"] = float((pred[m] == labels[m]).mean()) if m.any() else float("nan")
+    m = kind == KIND_WRONG
+    res["wrong_as_drawn"] = float((pred[m] == drawn[m]).mean()) if m.any() else float("nan")
+
+    # (b) Can real and synthetic images be told apart? Half of each side trains a
+    # pixel + intensity-histogram detector, the other half is held out.
+    x = np.concatenate([real_train, synth])
+    is_synth = np.r_[np.zeros(len(real_train)), np.ones(len(synth))]
+    strata = np.r_[y_train, labels + NUM_CLASSES]
+    feats = np.hstack([_features(x), _histogram_features(x)])
+    tr, te = train_test_split(np.arange(len(x)), test_size=0.5, stratify=strata, random_state=seed)
+    for name, f in (("auroc_pixels", _features(x)), ("auroc", feats)):
+        det = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.1))
+        det.fit(f[tr], is_synth[tr])
+        res[name] = float(roc_auc_score(is_synth[te], det.predict_proba(f[te])[:, 1]))
+    return res
+
+
+# ------------------------------------------------------------ contact sheet
+def contact_sheet(path: Path, synth, labels, kind, drawn, real, y_real, title_model: str):
+    """One row per class: up to 8 on-class + 1 wrong + 1 null sample, then 3 real digits."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    size, n_real, n_syn = synth.shape[1], 3, 10
+    pad, row_h = 2, size + 8  # the taller rows leave room for off-class tags
+    cols = n_syn + 1 + n_real  # one blank column separates synthetic from real
+    cell = size + pad
+    mosaic = np.full((NUM_CLASSES * row_h, cols * cell + pad), 255, np.uint8)
+    boxes = []
+    for c in range(NUM_CLASSES):
+        picks = []
+        for k, quota in ((KIND_ON, 8), (KIND_WRONG, 1), (KIND_NULL, 1)):
+            picks += list(np.flatnonzero((labels == c) & (kind == k))[:quota])
+        tiles = [(j, synth[i], i) for j, i in enumerate(picks[:n_syn])]
+        tiles += [(n_syn + 1 + j, img, None) for j, img in enumerate(real[y_real == c][:n_real])]
+        for col, img, i in tiles:
+            r0, c0 = pad + c * row_h, pad + col * cell
+            mosaic[r0:r0 + size, c0:c0 + size] = img
+            if i is not None and kind[i] != KIND_ON:
+                tag = "null" if kind[i] == KIND_NULL else f"drawn as {drawn[i]}"
+                boxes.append((c0, r0, tag))
+    fig, ax = plt.subplots(figsize=(cols * 0.62, NUM_CLASSES * 0.75 + 1.1))
+    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    for x0, y0, tag in boxes:
+        ax.add_patch(Rectangle((x0 - 1, y0 - 1), size + 1, size + 1, fill=False, ec="red", lw=1.2))
+        ax.text(x0 + size / 2 - 0.5, y0 + size + 0.5, tag, color="red", ha="center", va="top", fontsize=6)
+    ax.set_yticks([pad + c * row_h + size / 2 for c in range(NUM_CLASSES)])
+    ax.set_yticklabels([str(c) for c in range(NUM_CLASSES)])
+    ax.set_ylabel("filed class")
+    ax.set_xticks([pad + n_syn * cell / 2, pad + (n_syn + 1 + n_real / 2) * cell])
+    ax.set_xticklabels(["synthetic (red box: off-class, drawn as a wrong digit or null)",
+                        "real train"], fontsize=7)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(f"Synthetic 16x16 digits from {title_model} trained on real train digits\n"
+                 "(left: samples filed under each class; right: real digits upsampled 8x8 -> 16x16)",
+                 fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------- CLI
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        prog="python -m data_tools.make_synthetic_digits",
+        description="Train a small class-conditional diffusion model on the real digits "
+                    "train split and write the bundled synthetic digits set.")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output .npz (default: %(default)s)")
+    p.add_argument("--sheet", type=Path, default=DEFAULT_SHEET,
+                   help="contact sheet .png (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=16)
+    p.add_argument("--channels", default="32,64,64",
+                   help="UNet block widths, comma separated (default ~1.06M parameters)")
+    p.add_argument("--layers-per-block", type=int, default=1)
+    p.add_argument("--train-steps", type=int, default=1500,
+                   help="optimizer steps (a step count, not a time budget, keeps runs "
+                        "reproducible); the default takes about 7 minutes on one CPU core")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--p-uncond", type=float, default=0.1,
+                   help="share of training labels replaced by the null class")
+    p.add_argument("--per-class", type=int, default=300, help="synthetic images filed under each class")
+    p.add_argument("--off-class-share", type=float, default=0.1,
+                   help="share of each class's images drawn with a wrong digit or the null class")
+    p.add_argument("--sample-steps", type=int, default=25, help="DDIM steps")
+    p.add_argument("--guidance-scale", type=float, default=1.0,
+                   help="classifier-free guidance scale (1 = plain conditional sampling)")
+    p.add_argument("--sample-batch", type=int, default=500)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads; one keeps results bit-identical across machines "
+                        "and avoids thread thrashing on shared cores")
+    p.add_argument("--no-acceptance", action="store_true",
+                   help="skip the acceptance check (for smoke tests only)")
+    args = p.parse_args(argv)
+    args.channels = tuple(int(v) for v in args.channels.split(","))
+    if not 0.0 <= args.off_class_share <= 1.0:
+        p.error("--off-class-share must be within [0, 1]")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    existing = [str(p) for p in (args.out, args.sheet) if p.exists()]
+    if existing and not args.overwrite:
+        print(f"error: {', '.join(existing)} already exists; pass --overwrite to replace it",
+              file=sys.stderr)
+        return 1
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)  # model initialisation
+    real_train, y_train, real_test, y_test = load_real_digits()
+    train_up = upsample(real_train, args.image_size)
+    model = build_unet(args.image_size, args.channels, args.layers_per_block)
+    n_params = sum(p.numel() for p in model.parameters())
+    generator_name = f"diffusers-UNet2DModel-ddim{args.sample_steps}"
+    if args.guidance_scale != 1.0:
+        generator_name += f"-cfg{args.guidance_scale:g}"
+    print(f"real train {len(real_train)} / test {len(real_test)} (test never used for training); "
+          f"UNet2DModel {n_params / 1e6:.2f}M params, {torch.get_num_threads()} threads")
+
+    scheduler = make_train_scheduler()
+    train_s = train(model, scheduler, train_up / 127.5 - 1.0, torch.from_numpy(y_train), args)
+
+    labels, drawn, kind = plan_draws(args.per_class, args.off_class_share,
+                                     np.random.default_rng(args.seed))
+    t0 = time.perf_counter()
+    images = sample(model, scheduler, drawn, args)
+    sample_s = time.perf_counter() - t0
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        args.out, images=images, labels=labels, drawn_class=drawn, kind=kind,
+        seed=np.int64(args.seed), generator=np.str_(generator_name),
+        image_size=np.int64(args.image_size), off_class_share=np.float64(args.off_class_share),
+        train_steps=np.int64(args.train_steps), guidance_scale=np.float64(args.guidance_scale))
+    contact_sheet(args.sheet, images, labels, kind, drawn, to_uint8(train_up), y_train,
+                  f"diffusers UNet2DModel ({n_params / 1e6:.2f}M params, DDIM {args.sample_steps} steps)")
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB, {len(images)} images) and {args.sheet}")
+    print(f"training: {args.train_steps} steps in {train_s:.1f} s; sampling: {len(images)} images "
+          f"in {sample_s:.1f} s ({len(images) / sample_s:.1f} images/s)")
+    if args.no_acceptance:
+        return 0
+
+    res = acceptance(to_uint8(train_up), y_train, to_uint8(upsample(real_test, args.image_size)),
+                     y_test, images, labels, drawn, kind, args.seed)
+    ok_a, ok_b = res["on_as_label"] >= 0.70, res["auroc"] >= 0.90
+    print("acceptance:")
+    print(f"  real-digits classifier (logistic regression, real test acc {res['real_test_acc']:.3f}):")
+    print(f"    on-class samples recognised as their class: {res['on_as_label']:.3f} "
+          f"(need >= 0.70) {'PASS' if ok_a else 'FAIL'}")
+    print(f"    wrong-class samples recognised as filed class: {res['wrong_as_label']:.3f}, "
+          f"as drawn class: {res['wrong_as_drawn']:.3f}")
+    print(f"    null-class samples recognised as filed class: {res['null_as_label']:.3f}")
+    print(f"  real-vs-synthetic detector, held-out AUROC: {res['auroc']:.3f} (need >= 0.90) "
+          f"{'PASS' if ok_b else 'FAIL'}; pixels only: {res['auroc_pixels']:.3f}")
+    if not (ok_a and ok_b):
+        print("error: acceptance failed (outputs were written for inspection)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
