@@ -54,7 +54,7 @@ class _Trainable(nn.Module):
 
 
 class HeadPlacementHook(Hook):
-    """Moves the heads to the backbone's device, and into DDP when training is distributed."""
+    """Puts the heads on the backbone's device (in DDP when distributed); clears their gradients each step."""
 
     def before_run(self, algorithm):
         heads = unwrap(algorithm.extra_heads)
@@ -66,6 +66,11 @@ class HeadPlacementHook(Hook):
                 heads, device_ids=device_ids, broadcast_buffers=False, find_unused_parameters=True)
         else:
             algorithm.extra_heads = heads
+
+    def after_train_step(self, algorithm):
+        # USB's ParamUpdateHook (run just before this one) zeroes only
+        # algorithm.model's gradients; without this the heads' would accumulate.
+        algorithm.extra_heads.zero_grad(set_to_none=True)
 
 
 class ExtraHeadsMixin:
