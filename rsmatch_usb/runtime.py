@@ -4,8 +4,8 @@ semilearn 0.3.2 assumes CUDA throughout. Rather than forking it, the train
 command (or an explicit call to :func:`activate`) installs the small set of
 adaptations below; importing :mod:`rsmatch_usb` patches nothing. Every change
 is listed in :func:`activate` with the reason it is needed. On CUDA only the
-dataset hook is installed, so USB's GPU path (single GPU, DDP with NCCL) is
-USB's own.
+dataset hook and the final-checkpoint fix are installed, so USB's GPU path
+(single GPU, DDP with NCCL) is USB's own.
 """
 import contextlib
 import time
