@@ -11,7 +11,7 @@ from rsmatch_usb.algorithms.iomatch.utils import open_set_targets, soft_ce
 from rsmatch_usb.heads import unwrap
 
 # The RS-SSL setting: as many synthetic images as real ones in the unlabeled set.
-DATA = dict()
+DATA = dict(synthetic_source="bundled", synthetic_ratio=1.0)
 
 
 def test_open_set_targets_by_hand():
@@ -33,18 +33,18 @@ def test_soft_cross_entropy_by_hand():
 
 
 def test_iomatch_trains_and_resumes_exactly(tmp_path, monkeypatch):
-    cfg = tiny_config(tmp_path, name="iomatch", algorithm="iomatch", num_train_iter=3, num_eval_iter=3, **DATA)
+    cfg = tiny_config(tmp_path, name="iomatch", algorithm="iomatch", num_train_iter=2, num_eval_iter=2, **DATA)
     code, run_dir = run_train(tmp_path, cfg)
     assert code == 0
     log = read_log(run_dir)
     assert "train/open_loss" in log and "eval/top-1-acc" in log
-    if DATA:
-        assert "eval/synthetic_auroc" in log
+    assert "eval/synthetic_auroc" in log
 
     path = os.path.join(run_dir, "latest_model.pth")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    assert ckpt["it"] == 3
-    assert {"heads.open_set.proj.0.weight", "heads.open_set.mb.weight", "heads.open_set.open.bias"} <= set(ckpt["extra_heads"])
+    assert ckpt["it"] == 2
+    heads = {"heads.open_set.proj.0.weight", "heads.open_set.mb.weight", "heads.open_set.open.bias"}
+    assert heads <= set(ckpt["extra_heads"])
 
     restored = {}
     load_model = IOMatch.load_model
@@ -55,8 +55,8 @@ def test_iomatch_trains_and_resumes_exactly(tmp_path, monkeypatch):
         return checkpoint
 
     monkeypatch.setattr(IOMatch, "load_model", spy)
-    code, _ = run_train(tmp_path, dict(cfg, num_train_iter=4, num_eval_iter=4, resume=True, load_path=path))
+    code, _ = run_train(tmp_path, dict(cfg, num_train_iter=3, num_eval_iter=3, resume=True, load_path=path))
     assert code == 0
-    assert "at iteration 3" in read_log(run_dir)
+    assert "at iteration 2" in read_log(run_dir)
     assert restored["heads"].keys() == ckpt["extra_heads"].keys()
     assert all(torch.equal(restored["heads"][k], v) for k, v in ckpt["extra_heads"].items())

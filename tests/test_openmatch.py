@@ -12,7 +12,7 @@ from rsmatch_usb.algorithms.openmatch.utils import (ova_entropy_loss, ova_inlier
 from rsmatch_usb.heads import unwrap
 
 # The RS-SSL setting: as many synthetic images as real ones in the unlabeled set.
-DATA = dict()
+DATA = dict(synthetic_source="bundled", synthetic_ratio=1.0)
 
 L3 = math.log(3.0)  # an inlier-minus-outlier logit of log 3 gives p(inlier) = 0.75
 
@@ -62,20 +62,19 @@ def test_outlier_score_reads_the_predicted_class():
 
 
 def test_openmatch_trains_selects_inliers_and_resumes_exactly(tmp_path, monkeypatch):
-    # FixMatch starts at iteration 2, after one selection over the whole unlabeled set.
-    cfg = tiny_config(tmp_path, name="openmatch", algorithm="openmatch", num_train_iter=4, num_eval_iter=4,
-                      start_fix=2, select_interval=100, **DATA)
+    # FixMatch starts at iteration 1, after one selection over the whole unlabeled set.
+    cfg = tiny_config(tmp_path, name="openmatch", algorithm="openmatch", num_train_iter=3, num_eval_iter=3,
+                      start_fix=1, select_interval=100, **DATA)
     code, run_dir = run_train(tmp_path, cfg)
     assert code == 0
     log = read_log(run_dir)
     assert "unlabeled samples selected as inliers" in log
     assert "train/socr_loss" in log and "eval/top-1-acc" in log
-    if DATA:
-        assert "eval/synthetic_auroc" in log
+    assert "eval/synthetic_auroc" in log and "synthetic: " in log  # share of synthetic among the selected
 
     path = os.path.join(run_dir, "latest_model.pth")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    assert ckpt["it"] == 4 and ckpt["inlier_mask"].dtype == torch.bool
+    assert ckpt["it"] == 3 and ckpt["inlier_mask"].dtype == torch.bool
     # A selection that a fresh run could not produce by chance, to see it restored.
     ckpt["inlier_mask"] = torch.arange(len(ckpt["inlier_mask"])) % 3 == 0
     torch.save(ckpt, path)
@@ -90,10 +89,10 @@ def test_openmatch_trains_selects_inliers_and_resumes_exactly(tmp_path, monkeypa
         return checkpoint
 
     monkeypatch.setattr(OpenMatch, "load_model", spy)
-    code, _ = run_train(tmp_path, dict(cfg, num_train_iter=5, num_eval_iter=5, resume=True, load_path=path))
+    code, _ = run_train(tmp_path, dict(cfg, num_train_iter=4, num_eval_iter=4, resume=True, load_path=path))
     assert code == 0
-    assert "at iteration 4" in read_log(run_dir)
+    assert "at iteration 3" in read_log(run_dir)
     assert torch.equal(restored["mask"], ckpt["inlier_mask"])
     assert restored["heads"].keys() == ckpt["extra_heads"].keys()
     assert all(torch.equal(restored["heads"][k], v) for k, v in ckpt["extra_heads"].items())
-    assert torch.load(path, map_location="cpu", weights_only=True)["it"] == 5
+    assert torch.load(path, map_location="cpu", weights_only=True)["it"] == 4

@@ -146,8 +146,8 @@ class InlierSelectionHook(Hook):
 
         message = f"OpenMatch: {int(self.inlier_mask.sum())}/{num_ulb} unlabeled samples selected as inliers"
         flags = synthetic_flags(algorithm)
-        if flags is not None and flags.any() and self.inlier_mask.any():
+        if flags is not None and flags.any():
             selected = self.inlier_mask.numpy()
-            message += (f"; synthetic: {flags[selected].mean():.3f} of the selected, "
-                        f"{flags.mean():.3f} of all")
+            share = f"{flags[selected].mean():.3f}" if selected.any() else "n/a"
+            message += f"; synthetic: {share} of the selected, {flags.mean():.3f} of all"
         algorithm.print_fn(message)
