@@ -34,7 +34,7 @@ from PIL import Image
 from rsmatch_usb.errors import UserError
 
 from .imageset import ImageSet
-from .synthetic import read_synthetic_source
+from .synthetic import read_synthetic_source, resolve_source
 
 # Seed-sequence streams: which classes get the remainder, and each class's draw.
 _REMAINDER_STREAM, _CLASS_STREAM = 0, 1
@@ -44,8 +44,12 @@ _REMAINDER_STREAM, _CLASS_STREAM = 0, 1
 _VERIFIED = {}
 
 
-def synthetic_settings(args):
-    """``(source, ratio, seed)`` from the config, validated; source is None for a clean dataset."""
+def synthetic_settings(args, dataset=None):
+    """``(source, ratio, seed)`` from the config, validated; source is None for a clean dataset.
+
+    With ``dataset`` the source is also resolved (``bundled``) and checked to
+    exist, so that a bad source fails before any real data is read.
+    """
     source = getattr(args, "synthetic_source", None)
     if isinstance(source, str) and source.strip() in ("", "None", "none", "null"):
         source = None
@@ -68,7 +72,9 @@ def synthetic_settings(args):
         raise UserError(f"synthetic_seed: {seed!r} is not an integer") from None
     if seed < 0:
         raise UserError(f"synthetic_seed: {seed} must be >= 0")
-    return (source if ratio > 0 else None), ratio, seed
+    if ratio == 0:
+        return None, ratio, seed
+    return (resolve_source(source, dataset) if dataset else source), ratio, seed
 
 
 def synthetic_total(num_real, ratio):
@@ -91,13 +97,13 @@ def check_available(synthetic, counts, ratio, num_real):
     short = np.flatnonzero(counts > available)
     if not len(short):
         return
-    detail = ", ".join(f"{synthetic.class_names[c]}: {available[c]}" for c in short[:10])
-    fits = len(counts) * int(available.min()) / num_real
+    detail = ", ".join(f"{available[c]} in class {synthetic.class_names[c]}" for c in short[:10])
+    # Rounded down, so that the ratio suggested really fits.
+    fits = math.floor(len(counts) * int(available.min()) / num_real * 1e4) / 1e4
     raise UserError(
-        f"synthetic_ratio: {ratio} x {num_real} real unlabeled images needs {int(counts.sum())} synthetic "
-        f"images, {int(counts.max())} per class, but {len(short)} class(es) of the source have fewer "
-        f"(class: available) {detail}{' ...' if len(short) > 10 else ''}; lower synthetic_ratio "
-        f"(at most {fits:.4g} fits every class) or add images")
+        f"synthetic_ratio: {ratio} of {num_real} real unlabeled images needs {int(counts.sum())} synthetic "
+        f"images ({int(counts.max())} per class), but synthetic_source has only {detail}"
+        f"{' ...' if len(short) > 10 else ''}; lower synthetic_ratio to at most {fits:g} or add images")
 
 
 def draw(synthetic, counts, seed):
@@ -155,7 +161,7 @@ def contaminate(ulb, synthetic, ratio, seed):
 
 def mix_unlabeled(args, dataset, ulb):
     """The unlabeled set the config asks for: ``ulb`` itself, or ``ulb`` contaminated at ratio alpha."""
-    source, ratio, seed = synthetic_settings(args)
+    source, ratio, seed = synthetic_settings(args, dataset)
     if source is None:
         return ulb
     synthetic = read_synthetic_source(source, dataset, ulb.class_names, ulb.class_ids)

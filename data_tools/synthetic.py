@@ -88,32 +88,38 @@ class ClassMatcher:
                 f"(names, or indices 0-{len(self.class_names) - 1})")
 
 
-def read_synthetic_source(spec, dataset, class_names, class_ids=None):
-    """The synthetic images ``spec`` names, labeled with the dataset's class indices."""
-    matcher = ClassMatcher(class_names, class_ids)
+def resolve_source(spec, dataset):
+    """The file or folder ``spec`` names (``bundled`` resolved for ``dataset``); a UserError if there is none."""
     if spec == "bundled":
         path = BUNDLED.get(dataset)
         if path is None:
             have = ", ".join(sorted(BUNDLED))
             raise UserError(f"synthetic_source: dataset {dataset!r} has no bundled synthetic set (only {have} "
-                            "do); give a folder, a manifest CSV or an .npz instead")
+                            "does); give a folder, a manifest CSV or an .npz instead")
         if not path.is_file():
             raise UserError(f"synthetic_source: the bundled set {path} is missing; make it with "
                             f"{BUNDLED_HOW[dataset]}")
-        return read_npz(str(path), matcher)
+        return str(path)
     path = os.path.expanduser(str(spec))
     if not os.path.exists(path):
         raise UserError(f"synthetic_source: {path} does not exist; give a folder, a manifest CSV, an .npz "
                         "or 'bundled'")
+    if not (os.path.isdir(path) or path.lower().endswith((".csv", ".npz"))):
+        raise UserError(f"synthetic_source: {path} is not a folder, a .csv manifest or an .npz file")
+    return path
+
+
+def read_synthetic_source(spec, dataset, class_names, class_ids=None):
+    """The synthetic images ``spec`` names, labeled with the dataset's class indices."""
+    path = resolve_source(spec, dataset)
+    matcher = ClassMatcher(class_names, class_ids)
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, MANIFEST)):
             return read_manifest(os.path.join(path, MANIFEST), matcher)
         return read_folder(path, matcher)
     if path.lower().endswith(".csv"):
         return read_manifest(path, matcher)
-    if path.lower().endswith(".npz"):
-        return read_npz(path, matcher)
-    raise UserError(f"synthetic_source: {path} is not a folder, a .csv manifest or an .npz file")
+    return read_npz(path, matcher)
 
 
 def read_folder(root, matcher):

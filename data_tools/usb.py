@@ -54,7 +54,7 @@ def check_dataset_name(name):
 
 def build_datasets(args, algorithm, dataset, num_labels, num_classes, data_dir, include_lb_to_ulb):
     """The labeled, unlabeled (possibly contaminated) and eval :class:`ImageSet` of a plugin dataset."""
-    mixing.synthetic_settings(args)  # bad keys fail before any data is read
+    mixing.synthetic_settings(args, dataset)  # a bad key or source fails before any data is read
     source = REAL_SOURCES[dataset]
     train_set, eval_set = source.load(args, data_dir)
     if len(train_set.class_names) != num_classes:

@@ -1,0 +1,78 @@
+"""Show what a training config's data holds: ``python -m data_tools.inspect --c config.yaml``.
+
+Reads the config exactly as ``rsmatch-train`` does, builds the datasets with
+the same seed and prints, per class, the labeled, real unlabeled, synthetic
+unlabeled and eval image counts, and the ratio alpha actually achieved.
+Creates no run folder. Bad input is one ``error:`` line and exit code 2.
+"""
+import random
+import sys
+
+import numpy as np
+import torch
+
+from rsmatch_usb.config import get_config
+from rsmatch_usb.errors import UserError
+
+from . import usb
+
+PROG = "python -m data_tools.inspect"
+
+
+def count_table(lb_set, ulb_set, eval_set):
+    """Rows ``(class name, labeled, real unlabeled, synthetic unlabeled, eval)``; label -1 is class '?'."""
+    names = lb_set.class_names
+    c = len(names)
+
+    def counts(labels):
+        labels = np.asarray(labels)
+        return np.bincount(labels[labels >= 0], minlength=c), int((labels < 0).sum())
+
+    columns = [counts(lb_set.labels), counts(ulb_set.labels[~ulb_set.is_synthetic]),
+               counts(ulb_set.labels[ulb_set.is_synthetic]), counts(eval_set.labels)]
+    rows = [(names[i], *(int(col[0][i]) for col in columns)) for i in range(c)]
+    if any(col[1] for col in columns):  # STL-10's unlabeled split has no labels
+        rows.append(("?", *(col[1] for col in columns)))
+    return rows
+
+
+def format_report(args, lb_set, ulb_set, eval_set):
+    rows = count_table(lb_set, ulb_set, eval_set)
+    header = ("class", "labeled", "real_unlabeled", "synthetic_unlabeled", "eval")
+    totals = ("total", *(sum(r[k] for r in rows) for k in range(1, 5)))
+    width = max(len(str(r[0])) for r in [header, *rows, totals])
+    lines = [f"dataset {args.dataset} ({len(lb_set.class_names)} classes), seed {args.seed}, "
+             f"num_labels {args.num_labels}, synthetic_source {args.synthetic_source}, "
+             f"synthetic_ratio {args.synthetic_ratio}"]
+    for r in [header, *rows, totals]:
+        lines.append(f"{str(r[0]):<{width}}  " + "  ".join(f"{str(v):>{len(h)}}" for v, h in zip(r[1:], header[1:])))
+    real, synthetic = totals[2], totals[3]
+    achieved = synthetic / real if real else 0.0
+    lines.append(f"alpha achieved: {achieved:.4f} ({synthetic} synthetic / {real} real unlabeled; "
+                 f"requested {args.synthetic_ratio})")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """Entry point; returns the exit code."""
+    try:
+        args = get_config(argv)
+        usb.check_dataset_name(args.dataset)
+        if args.dataset not in usb.REAL_SOURCES:
+            raise UserError(f"dataset: {args.dataset!r} is built by semilearn; inspect covers "
+                            f"{', '.join(sorted(usb.REAL_SOURCES))}")
+        # The seeding of rsmatch-train before it builds the datasets, so the split is the run's.
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        lb_set, ulb_set, eval_set = usb.build_datasets(args, args.algorithm, args.dataset, args.num_labels,
+                                                       args.num_classes, args.data_dir, args.include_lb_to_ulb)
+    except UserError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_report(args, lb_set, ulb_set, eval_set))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

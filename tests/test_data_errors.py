@@ -1,0 +1,118 @@
+"""Bad RS-SSL data input: one error line, exit code 2, no run folder; and the inspection CLI."""
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_train, tiny_config, write_config
+from data_tools import inspect as data_inspect
+from data_tools import synthetic
+
+
+@pytest.fixture(autouse=True)
+def bundled_digits(tmp_path, monkeypatch):
+    """The bundled digits set; a stand-in of the same format (300 per class) until it is committed."""
+    if not synthetic.BUNDLED["digits"].is_file():
+        path = tmp_path / "digits_synthetic.npz"
+        rng = np.random.default_rng(0)
+        np.savez(path, images=rng.integers(0, 256, (3000, 16, 16), dtype=np.uint8),
+                 labels=np.repeat(np.arange(10, dtype=np.int64), 300))
+        monkeypatch.setitem(synthetic.BUNDLED, "digits", path)
+
+
+def digit_tree(root, per_class=2, classes=range(10)):
+    for c in classes:
+        os.makedirs(root / str(c), exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(np.full((8, 8), 20 * i, dtype=np.uint8)).save(root / str(c) / f"{i}.png")
+    return root
+
+
+def corrupt_tree(root):
+    digit_tree(root)
+    (root / "3" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4)
+    return root
+
+
+def empty_class_tree(root):
+    digit_tree(root)
+    for name in os.listdir(root / "7"):
+        os.remove(root / "7" / name)
+    return root
+
+
+def wrong_names_tree(root):
+    digit_tree(root, classes=range(8))
+    digit_tree(root, classes=["cat", "eight"])
+    return root
+
+
+def bad_manifest(root):
+    digit_tree(root)
+    (root / "manifest.csv").write_text("file,label\n0/0.png,0\n")
+    return root
+
+
+# (extra config, what the one error line must say); a callable builds its source under tmp_path.
+CASES = {
+    "missing path": (dict(synthetic_source="/no/such/folder", synthetic_ratio=1), "does not exist"),
+    "empty class folder": (dict(synthetic_source=empty_class_tree, synthetic_ratio=0.01), "without images"),
+    "corrupt image": (dict(synthetic_source=corrupt_tree, synthetic_ratio=0.0149), "1.png is unreadable or corrupt"),
+    "class names": (dict(synthetic_source=wrong_names_tree, synthetic_ratio=0.01), "unknown class(es) cat, eight"),
+    "negative ratio": (dict(synthetic_source="bundled", synthetic_ratio=-0.5), "must be a finite number >= 0"),
+    "too few images": (dict(synthetic_source="bundled", synthetic_ratio=3), "4041 synthetic images (405 per class)"),
+    "no bundled set": (dict(dataset="cifar10", synthetic_source="bundled", synthetic_ratio=1),
+                       "dataset 'cifar10' has no bundled synthetic set"),
+    "ratio without source": (dict(synthetic_ratio=0.5), "needs synthetic_source"),
+    "manifest columns": (dict(synthetic_source=bad_manifest, synthetic_ratio=0.01), "needs a 'path' column"),
+    "missing real data": (dict(dataset="cifar10"), "cifar-10-batches-py"),
+    "imagefolder without root": (dict(dataset="imagefolder", num_classes=3), "image_folder_root"),
+}
+
+
+def resolve(tmp_path, overrides):
+    overrides = dict(overrides)
+    if callable(overrides.get("synthetic_source")):
+        overrides["synthetic_source"] = str(overrides["synthetic_source"](tmp_path / "synth"))
+    return overrides
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_error_line(tmp_path, capsys, case):
+    overrides, expected = CASES[case]
+    cfg = tiny_config(tmp_path, name="bad", data_dir=str(tmp_path / "data"), **resolve(tmp_path, overrides))
+    code, run_dir = run_train(tmp_path, cfg)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("rsmatch-train: error: "), err
+    assert expected in err, err
+    assert not os.path.exists(run_dir) and not os.path.exists(cfg["save_dir"])
+
+
+def test_load_error_names_the_file(tmp_path):
+    from data_tools.imageset import ImageSet
+    from rsmatch_usb.errors import UserError
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(UserError, match="bad.png"):
+        ImageSet([str(bad)], [0], ["a"]).load(0)
+
+
+def test_inspect_prints_counts_and_alpha(tmp_path, capsys):
+    path = write_config(tmp_path, tiny_config(tmp_path, synthetic_source="bundled", synthetic_ratio=0.5))
+    assert data_inspect.main(["--c", path]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split() == ["class", "labeled", "real_unlabeled", "synthetic_unlabeled", "eval"]
+    assert out[-2].split() == ["total", "40", "1347", "674", "450"]
+    assert out[-1].startswith("alpha achieved: 0.5004 (674 synthetic / 1347 real unlabeled")
+    per_class = [line.split() for line in out[2:12]]
+    assert {int(r[3]) for r in per_class} == {67, 68} and all(r[1] == "4" for r in per_class)
+
+
+def test_inspect_bad_input(tmp_path, capsys):
+    path = write_config(tmp_path, tiny_config(tmp_path, synthetic_source="bundled", synthetic_ratio=-1))
+    assert data_inspect.main(["--c", path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("python -m data_tools.inspect: error: synthetic_ratio")
