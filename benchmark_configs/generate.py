@@ -1,0 +1,457 @@
+"""Write the RS-SSL benchmark's USB-style YAML configs: the paper grid and the embedded CPU grid.
+
+In the spirit of USB's ``scripts/config_generator_classic_cv.py``: one YAML per
+(algorithm, dataset, labels, alpha, seed) with USB's classic-CV
+hyperparameters and USB's auto-resume pattern (``resume: True`` and
+``load_path`` = the run's own ``latest_model.pth``). Algorithm-specific keys
+come from the tables below, not from the algorithms' ``get_argument()``, so the
+generator runs without importing torch; ``tests/test_benchmark_tools.py``
+checks every file through ``rsmatch_usb.config.get_config``.
+
+    python -m benchmark_configs.generate           # (re)write paper/ and embedded/grid/
+    python -m benchmark_configs.generate --check   # exit 1 if the committed files are stale
+
+Choices that are ours, not USB's, are marked "ours" below and in docs/benchmark.md.
+"""
+import argparse
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from io import StringIO
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+ALPHAS = (0.0, 0.5, 1.0)
+SEEDS = (0, 1, 2)
+
+# semilearn 0.3.2's registry, in the row order of USB's result tables.
+USB_ALGORITHMS = ("fullysupervised", "supervised", "pimodel", "pseudolabel", "meanteacher", "vat", "mixmatch",
+                  "remixmatch", "uda", "fixmatch", "dash", "comatch", "crmatch", "flexmatch", "adamatch",
+                  "simmatch", "freematch", "softmatch", "defixmatch")
+PLUGIN_ALGORITHMS = ("openmatch", "iomatch", "rsmatch")
+# Benchmark labels that are an algorithm with ablation switches set.
+VARIANTS = {
+    "rsmatch_filter": ("rsmatch", {"use_dummy_head": False}),   # samples judged synthetic are discarded
+    "rsmatch_noqueue": ("rsmatch", {"use_queue": False}),       # detector trained PU-style throughout
+}
+LABELS = USB_ALGORITHMS + ("openmatch", "iomatch", "rsmatch_filter", "rsmatch_noqueue", "rsmatch")
+
+# ------------------------------------------------------------------ algorithms
+_FIXMATCH = {"hard_label": True, "T": 0.5, "p_cutoff": 0.95, "ulb_loss_ratio": 1.0, "uratio": 7}
+
+# USB's classic-CV values (its generator and committed configs). Keys an
+# algorithm's get_argument() does not define are left out (USB writes p_cutoff
+# for Dash, which Dash never reads). The plugin's algorithms: their defaults,
+# which are the papers' values (docs/robust_baselines.md, docs/rsmatch.md).
+ALGORITHM_KEYS = {
+    "fullysupervised": {"uratio": 1},
+    "supervised": {"uratio": 1},
+    "pimodel": {"ulb_loss_ratio": 10, "uratio": 1, "unsup_warm_up": 0.4},
+    "pseudolabel": {"p_cutoff": 0.95, "ulb_loss_ratio": 1.0, "uratio": 1, "unsup_warm_up": 0.4},
+    "meanteacher": {"ulb_loss_ratio": 50, "uratio": 1, "unsup_warm_up": 0.4},
+    "vat": {"uratio": 1},  # USB's VAT configs set nothing: train.py's defaults
+    "mixmatch": {"uratio": 1, "mixup_alpha": 0.5, "T": 0.5, "ulb_loss_ratio": 100, "unsup_warm_up": 0.4},
+    "remixmatch": {"mixup_alpha": 0.75, "T": 0.5, "kl_loss_ratio": 0.5, "ulb_loss_ratio": 1.5,
+                   "rot_loss_ratio": 0.5, "unsup_warm_up": 1 / 64, "uratio": 1},
+    "uda": {"tsa_schedule": "none", "T": 0.4, "p_cutoff": 0.8, "ulb_loss_ratio": 1.0, "uratio": 7},
+    "fixmatch": dict(_FIXMATCH),
+    "dash": {"gamma": 1.27, "C": 1.0001, "rho_min": 0.05, "num_wu_iter": 2048, "T": 0.5,
+             "ulb_loss_ratio": 1.0, "uratio": 7},
+    "comatch": {"hard_label": False, "p_cutoff": 0.95, "contrast_p_cutoff": 0.8, "contrast_loss_ratio": 1.0,
+                "ulb_loss_ratio": 1.0, "proj_size": 64, "queue_batch": 5, "smoothing_alpha": 0.9, "uratio": 7,
+                "T": 0.2, "da_len": 32},
+    "crmatch": {"hard_label": True, "p_cutoff": 0.95, "ulb_loss_ratio": 1.0, "uratio": 7},
+    "flexmatch": dict(_FIXMATCH, thresh_warmup=True),
+    "adamatch": dict(_FIXMATCH, ema_p=0.999),
+    "simmatch": {"p_cutoff": 0.95, "in_loss_ratio": 1.0, "ulb_loss_ratio": 1.0, "proj_size": 128,
+                 "da_len": 32, "smoothing_alpha": 0.9, "uratio": 7, "T": 0.1},
+    "freematch": {"hard_label": True, "T": 0.5, "ema_p": 0.999, "ent_loss_ratio": 0.001, "uratio": 7,
+                  "use_quantile": False},
+    "softmatch": {"hard_label": True, "T": 0.5, "dist_align": True, "dist_uniform": True, "per_class": False,
+                  "ema_p": 0.999, "ulb_loss_ratio": 1.0, "n_sigma": 2, "uratio": 7},
+    "defixmatch": dict(_FIXMATCH, ulb_loss_ratio=0.5),
+    "openmatch": {"hard_label": True, "T": 1.0, "p_cutoff": 0.95, "lambda_oem": 0.1, "lambda_socr": 0.5,
+                  "start_fix": 10240, "select_interval": 1024, "ulb_loss_ratio": 1.0, "uratio": 7},
+    "iomatch": {"hard_label": True, "p_cutoff": 0.95, "q_cutoff": 0.5, "lambda_mb": 1.0, "lambda_open": 1.0,
+                "proj_size": 128, "ulb_loss_ratio": 1.0, "uratio": 7},
+    # RSMatch's other keys (queue, detector) keep the algorithm's defaults.
+    "rsmatch": dict(_FIXMATCH, use_detector=True, use_dummy_head=True, use_queue=True),
+}
+
+# Dataset-specific values: USB's (MixMatch on CIFAR-100; SimMatch's temperature
+# is 0.1 on CIFAR-like data and 0.2 elsewhere; CoMatch/SimMatch on ImageNet from
+# USB's committed ImageNet configs, batch and uratio kept grid-wide) and
+# OpenMatch's paper value of lambda_socr beyond CIFAR-10.
+DATASET_KEYS = {
+    ("mixmatch", "cifar100"): {"ulb_loss_ratio": 150},
+    ("simmatch", "tiny_imagenet"): {"T": 0.2},
+    ("simmatch", "imagenet"): {"p_cutoff": 0.7, "T": 0.1, "da_len": 256},
+    ("comatch", "imagenet"): {"p_cutoff": 0.7, "contrast_p_cutoff": 0.2, "proj_size": 128, "T": 0.1,
+                              "da_len": 128},
+    ("openmatch", "cifar100"): {"lambda_socr": 1.0},
+    ("openmatch", "tiny_imagenet"): {"lambda_socr": 1.0},
+    ("openmatch", "imagenet"): {"lambda_socr": 1.0},
+}
+
+# ---------------------------------------------------------------- the grids
+@dataclass(frozen=True)
+class Dataset:
+    """One dataset of a grid: its label counts, net, image size and synthetic source."""
+    name: str
+    num_classes: int
+    labels: tuple
+    net: str
+    img_size: int
+    weight_decay: float
+    synthetic_source: str
+    crop_ratio: float = 0.875
+    extra: dict = field(default_factory=dict)
+
+
+PAPER_DATASETS = (
+    Dataset("cifar10", 10, (40, 250, 4000), "wrn_28_2", 32, 5e-4, "./data/synthetic/cifar10_sd14"),
+    # wrn_28_8 as in FixMatch's CIFAR-100 protocol (USB's generator has it commented out).
+    Dataset("cifar100", 100, (400, 2500), "wrn_28_8", 32, 1e-3, "./data/synthetic/cifar100_sd14"),
+    # Ours: 4 and 25 labels per class as for CIFAR-100; images at 32x32 so every
+    # USB algorithm runs (CRMatch's head assumes an 8x8 feature map of a WRN).
+    Dataset("tiny_imagenet", 200, (800, 5000), "wrn_28_8", 32, 1e-3, "./data/synthetic/tiny_imagenet_sd14"),
+    # Ours: ImageNet-100 (CMC's class list), ~10% labels; USB's ImageNet net and weight decay.
+    Dataset("imagenet", 100, (13000,), "resnet50", 224, 3e-4, "./data/synthetic/imagenet100_sd14",
+            extra={"class_list": "./benchmark_configs/paper/imagenet100_classes.txt"}),
+)
+EMBEDDED_DATASETS = (
+    Dataset("digits", 10, (40,), "resnet_tiny", 16, 5e-4, "bundled"),
+)
+
+# Shared by every config of a grid.
+PAPER_SCHEDULE = {
+    "epoch": 1024, "num_train_iter": 2 ** 20,
+    # Ours: USB uses 5120, which does not divide 2**20, so the final iteration's
+    # evaluation is never logged; 4096 makes the last logged evaluation the final one.
+    "num_eval_iter": 4096, "num_log_iter": 256,
+    "batch_size": 64, "eval_batch_size": 256, "ema_m": 0.999,
+    "num_workers": 4,
+}
+EMBEDDED_SCHEDULE = {
+    # About 0.03 s per FixMatch iteration on two idle cores; see docs/benchmark.md.
+    "epoch": 1, "num_train_iter": 500, "num_eval_iter": 100, "num_log_iter": 50,
+    "batch_size": 16, "eval_batch_size": 512, "ema_m": 0.99,
+    "num_workers": 0,
+}
+# The embedded schedule is ~2000x shorter, so iteration counts and EMA time
+# constants of the algorithms are shortened too (ours); uratio is capped at 3.
+EMBEDDED_URATIO = 3
+EMBEDDED_KEYS = {
+    "openmatch": {"start_fix": 100, "select_interval": 50},
+    "dash": {"num_wu_iter": 100, "num_wu_eval_iter": 50},
+    "adamatch": {"ema_p": 0.99},
+    "freematch": {"ema_p": 0.99},
+    "softmatch": {"ema_p": 0.99},
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    """A set of config files: where they go, where their runs go, what they share."""
+    name: str
+    folder: str            # relative to benchmark_configs/
+    save_dir: str
+    datasets: tuple
+    schedule: dict
+    alphas: tuple = ALPHAS
+    seeds: tuple = SEEDS
+    labels: tuple = LABELS
+
+
+FAMILIES = {
+    "paper": Family("paper", "paper", "./saved_models/rsssl", PAPER_DATASETS, PAPER_SCHEDULE),
+    "embedded": Family("embedded", os.path.join("embedded", "grid"), "./saved_models/embedded_grid",
+                       EMBEDDED_DATASETS, EMBEDDED_SCHEDULE),
+}
+
+# Named grids for the runner: a family, optionally narrowed to labels and alphas.
+GRIDS = {
+    "paper": ("paper", None, None),
+    "embedded_full": ("embedded", None, None),
+    "embedded": ("embedded", ("supervised", "fixmatch", "flexmatch", "freematch", "softmatch",
+                              "rsmatch", "rsmatch_filter"), None),
+    "embedded_robust": ("embedded", ("openmatch", "iomatch"), (0.0, 1.0)),
+}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One generated config: its identity, its file (relative to benchmark_configs/) and its keys."""
+    family: str
+    label: str
+    algorithm: str
+    dataset: str
+    num_labels: int
+    alpha: float
+    seed: int
+    path: str
+    config: dict
+
+
+def alpha_tag(alpha):
+    """``0``, ``0.5``, ``1``: alpha as it appears in save names."""
+    return f"{float(alpha):g}"
+
+
+def save_name(label, dataset, num_labels, alpha, seed):
+    """The run's folder name: ``<label>_<dataset>_<labels>_alpha<alpha>_<seed>``."""
+    return f"{label}_{dataset}_{num_labels}_alpha{alpha_tag(alpha)}_{seed}"
+
+
+def label_of(args):
+    """The benchmark label of a run from its config keys (a dict): ``benchmark_label``, else derived.
+
+    Derivation covers configs written by hand: an rsmatch run with an ablation
+    switch off is named after the switch, as the generator names it.
+    """
+    label = args.get("benchmark_label")
+    if label:
+        return str(label)
+    algorithm = str(args.get("algorithm", "unknown"))
+    if algorithm != "rsmatch":
+        return algorithm
+    off = [name for key, name in (("use_detector", "nodetector"), ("use_dummy_head", "filter"),
+                                  ("use_queue", "noqueue")) if _false(args.get(key, True))]
+    return "_".join(["rsmatch"] + off)
+
+
+def _false(value):
+    return value is False or str(value).strip().lower() in ("false", "0", "no", "n", "f")
+
+
+def algorithm_keys(label, dataset, num_labels, family):
+    """``(algorithm, keys)`` of a benchmark label on a dataset, for a grid family."""
+    algorithm, switches = VARIANTS.get(label, (label, {}))
+    keys = dict(ALGORITHM_KEYS[algorithm])
+    keys.update(DATASET_KEYS.get((algorithm, dataset), {}))
+    if algorithm == "simmatch":
+        keys["K"] = num_labels  # USB overrides K with the labeled set's size; written for readers
+    if family == "embedded":
+        keys.update(EMBEDDED_KEYS.get(algorithm, {}))
+        keys["uratio"] = min(keys["uratio"], EMBEDDED_URATIO)
+    keys.update(switches)
+    return algorithm, keys
+
+
+def make_config(family, label, ds, num_labels, alpha, seed):
+    """The ordered key/value mapping of one config file (USB's key order where USB has the key)."""
+    fam = FAMILIES[family]
+    algorithm, alg_keys = algorithm_keys(label, ds.name, num_labels, family)
+    name = save_name(label, ds.name, num_labels, alpha, seed)
+    sched = fam.schedule
+    cfg = {
+        "algorithm": algorithm,
+        "save_dir": fam.save_dir,
+        "save_name": name,
+        "resume": True,
+        "load_path": f"{fam.save_dir}/{name}/latest_model.pth",
+        "overwrite": True,
+        "use_tensorboard": False,
+        "use_wandb": False,
+        "epoch": sched["epoch"],
+        "num_train_iter": sched["num_train_iter"],
+        "num_eval_iter": sched["num_eval_iter"],
+        "num_log_iter": sched["num_log_iter"],
+        "num_labels": num_labels,
+        "batch_size": sched["batch_size"],
+        "eval_batch_size": sched["eval_batch_size"],
+    }
+    cfg.update(alg_keys)
+    cfg.update({
+        "ema_m": sched["ema_m"],
+        "crop_ratio": ds.crop_ratio,
+        "img_size": ds.img_size,
+        "optim": "SGD",
+        "lr": 0.03,
+        "momentum": 0.9,
+        "weight_decay": ds.weight_decay,
+        "layer_decay": 1.0,
+        "amp": False,
+        "clip_grad": 0.0,
+        "use_cat": True,
+        "net": ds.net,
+        "net_from_name": False,
+        "data_dir": "./data",
+        "dataset": ds.name,
+        "train_sampler": "RandomSampler",
+        "num_classes": ds.num_classes,
+        "num_workers": sched["num_workers"],
+    })
+    cfg.update(ds.extra)
+    cfg.update({
+        "synthetic_source": ds.synthetic_source,
+        "synthetic_ratio": float(alpha),
+        "seed": seed,
+        # One process on one device; multi-GPU DDP is a flag away
+        # (--multiprocessing_distributed True --gpu None), as in USB.
+        "world_size": 1,
+        "rank": 0,
+        "multiprocessing_distributed": False,
+        "gpu": 0,
+        "device": "auto",
+        # Not read by the train command (kept on args, logged): the report's row name.
+        "benchmark_label": label,
+    })
+    return cfg
+
+
+def family_specs(family):
+    """Every RunSpec of a grid family, in a stable order."""
+    fam = FAMILIES[family]
+    specs = []
+    for label in fam.labels:
+        algorithm = VARIANTS.get(label, (label, None))[0]
+        for ds in fam.datasets:
+            for num_labels in ds.labels:
+                for alpha in fam.alphas:
+                    for seed in fam.seeds:
+                        cfg = make_config(family, label, ds, num_labels, alpha, seed)
+                        path = os.path.join(fam.folder, label, cfg["save_name"] + ".yaml")
+                        specs.append(RunSpec(family, label, algorithm, ds.name, num_labels, float(alpha), seed,
+                                             path, cfg))
+    return specs
+
+
+def all_specs():
+    return [spec for family in FAMILIES for spec in family_specs(family)]
+
+
+def select(grid):
+    """The RunSpecs of a named grid (see GRIDS); KeyError for an unknown name."""
+    family, labels, alphas = GRIDS[grid]
+    return [s for s in family_specs(family)
+            if (labels is None or s.label in labels) and (alphas is None or s.alpha in alphas)]
+
+
+# ------------------------------------------------------------------- writing
+def _scalar(value):
+    """A YAML scalar that reads back as ``value`` (bools and None spelled as USB writes them)."""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if value is None:
+        return "null"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"non-finite config value {value}")
+        text = repr(value)
+        return text if "e" not in text else f"{value:.12f}".rstrip("0")
+    text = str(value)
+    plain = text and not any(c in text for c in ":#{}[],&*!|>'\"%@`") and text.strip() == text \
+        and text.lower() not in ("true", "false", "yes", "no", "on", "off", "null", "~")
+    try:
+        float(text)
+        plain = False  # a string that looks like a number must stay a string
+    except ValueError:
+        pass
+    return text if plain else '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render(spec):
+    """The text of a config file."""
+    ds = f"{spec.dataset}, {spec.num_labels} labels, alpha {alpha_tag(spec.alpha)}, seed {spec.seed}"
+    lines = [f"# RS-SSL {spec.family} grid: {spec.label} on {ds}.",
+             "# Generated by benchmark_configs/generate.py; edit the generator, not this file."]
+    lines += [f"{key}: {_scalar(value)}" for key, value in spec.config.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _load(text):
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe", pure=True).load(StringIO(text))
+
+
+def _check_roundtrip(spec, text):
+    loaded = _load(text)
+    if loaded != spec.config:
+        diff = {k: (v, loaded.get(k)) for k, v in spec.config.items() if loaded.get(k) != v}
+        raise AssertionError(f"{spec.path}: YAML does not read back as written: {diff}")
+
+
+def generated_files(root=HERE):
+    """``{absolute path: text}`` of every config the generator writes under ``root``."""
+    files = {}
+    for spec in all_specs():
+        text = render(spec)
+        _check_roundtrip(spec, text)
+        files[os.path.join(root, spec.path)] = text
+    return files
+
+
+def _existing_yamls(root):
+    found = set()
+    for fam in FAMILIES.values():
+        top = os.path.join(root, fam.folder)
+        if not os.path.isdir(top):
+            continue
+        for label in os.listdir(top):
+            folder = os.path.join(top, label)
+            if os.path.isdir(folder):
+                found |= {os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".yaml")}
+    return found
+
+
+def stale_files(root=HERE):
+    """Paths under ``root`` that differ from, are missing from, or are not part of the generator's output."""
+    files = generated_files(root)
+    stale = []
+    for path, text in files.items():
+        try:
+            with open(path, encoding="utf-8") as f:
+                if f.read() != text:
+                    stale.append(path)
+        except FileNotFoundError:
+            stale.append(path)
+    stale += sorted(_existing_yamls(root) - set(files))
+    return stale
+
+
+def write_all(root=HERE):
+    """Write every config under ``root``; remove YAMLs in the grid folders it no longer makes."""
+    files = generated_files(root)
+    for path, text in files.items():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    removed = sorted(_existing_yamls(root) - set(files))
+    for path in removed:
+        os.remove(path)
+    return len(files), removed
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmark_configs.generate",
+                                description="Write the RS-SSL benchmark's YAML configs (paper and embedded grids).")
+    p.add_argument("--root", default=HERE, help="folder that receives paper/ and embedded/grid/ "
+                                                "(default: benchmark_configs/)")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if any file is missing or stale")
+    args = p.parse_args(argv)
+    if not os.path.isdir(args.root):
+        p.error(f"--root {args.root} is not a folder")
+    if args.check:
+        stale = stale_files(args.root)
+        for path in stale[:20]:
+            print(f"stale: {os.path.relpath(path, args.root)}")
+        if stale:
+            print(f"{len(stale)} config file(s) are stale; run python -m benchmark_configs.generate", file=sys.stderr)
+            return 1
+        print("configs are up to date")
+        return 0
+    count, removed = write_all(args.root)
+    for path in removed:
+        print(f"removed {os.path.relpath(path, args.root)}")
+    counts = {name: len(family_specs(name)) for name in FAMILIES}
+    print(f"wrote {count} configs under {args.root} ({', '.join(f'{n}: {c}' for n, c in counts.items())})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
