@@ -19,10 +19,13 @@ The rules, all applied here:
 * A synthetic image keeps the index of the class it is filed under as its
   target, as real unlabeled images keep their true class, for analysis; USB
   never passes unlabeled targets to a train step. Every unlabeled sample also
-  carries the ground-truth flag ``is_synthetic``.
+  carries the ground-truth flag ``is_synthetic`` (``is_synthetic_ulb`` in a
+  batch), which no train step receives either.
 * Synthetic images are converted to RGB on reading and resized by the real
   data's transforms, so they reach the network with the real images' size and
   channels.
+* The drawn synthetic images that are files are checked with PIL before
+  training, so a broken file stops the run up front, by name.
 """
 import math
 import os

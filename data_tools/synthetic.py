@@ -19,6 +19,7 @@ filed under; :class:`ClassMatcher` says how names map.
 import csv
 import os
 import re
+import unicodedata
 import zipfile
 from pathlib import Path
 
@@ -35,8 +36,12 @@ MANIFEST = "manifest.csv"
 
 
 def normalize_name(name):
-    """Case-, space- and punctuation-insensitive form of a class name ("Lawn mower" == "lawn_mower")."""
-    return re.sub(r"[^0-9a-z]+", "_", str(name).casefold()).strip("_")
+    """Case-, accent-, space- and punctuation-insensitive form of a class name ("Lawn mower" == "lawn_mower").
+
+    Accents are folded as ``data_tools.synthesize`` folds them in folder names ("café" == "cafe").
+    """
+    ascii_name = unicodedata.normalize("NFKD", str(name)).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^0-9a-z]+", "_", ascii_name.casefold()).strip("_")
 
 
 class ClassMatcher:
@@ -55,6 +60,10 @@ class ClassMatcher:
         for i, names in enumerate(zip(self.class_names, class_ids or self.class_names)):
             for key in {normalize_name(n) for n in names}:
                 self._by_name.setdefault(key, set()).add(i)
+
+    def candidates(self, key):
+        """Indices of the classes whose name or id is ``key`` (several for a shared name)."""
+        return set(self._by_name.get(normalize_name(key), ()))
 
     def lookup(self, key, hint=None):
         """The index for ``key`` or None; ``hint`` (an index) settles a name two classes share."""
@@ -129,6 +138,13 @@ def read_folder(root, matcher):
         raise UserError(f"synthetic_source: {root} has no class sub-folders (expected <root>/<class>/*.png) "
                         f"and no {MANIFEST}")
     mapping = {f: matcher.lookup(f) for f in folders}
+    # A shared name left for one class once the other folders are placed is that class:
+    # data_tools.synthesize names duplicates "crane" and "crane_517".
+    claimed = {i for i in mapping.values() if i is not None}
+    for folder, index in mapping.items():
+        left = matcher.candidates(folder) - claimed if index is None else ()
+        if len(left) == 1:
+            mapping[folder] = left.pop()
     bad = [f for f, i in mapping.items() if i is None]
     if bad:
         raise UserError(f"synthetic_source: folder names of {root} do not match the dataset: "

@@ -261,3 +261,28 @@ def test_stl10_matches_usb(tmp_path, monkeypatch, private_split_files):
     ours = usb.get_dataset(args, "fixmatch", "stl10", 20, 10, str(tmp_path), include_lb_to_ulb=True)
     assert _same(ours["train_lb"], lb) and _same(ours["train_ulb"], ulb) and _same(ours["eval"], ev)
     assert len(ulb.data) == 20 + 12 + 30
+
+
+def test_class_matching_rules():
+    from data_tools.class_names import CIFAR100
+    from data_tools.synthesize import folder_names
+    from data_tools.synthetic import ClassMatcher
+
+    names = ["crane", "tench", "Crane", "café au lait", *CIFAR100]
+    matcher = ClassMatcher(names, [f"n{i:08d}" for i in range(len(names))])
+    assert [matcher.lookup(f) for f in folder_names(names)][1:] == list(range(1, len(names)))
+    assert matcher.lookup("Lawn Mower") == names.index("lawn_mower")
+    assert matcher.lookup("N00000001") == 1 and matcher.lookup("7") == 7
+    assert matcher.lookup("crane") is None and matcher.lookup("crane", hint=2) == 2
+    assert matcher.lookup("unicorn") is None and matcher.lookup(str(len(names))) is None
+    assert "ambiguous name(s) crane" in matcher.describe_failures(["crane", "unicorn"])
+
+
+def test_synthesize_folders_map_back_to_their_classes(tmp_path):
+    """Folders as data_tools.synthesize names them, a shared name included ("crane", "Crane_2")."""
+    from data_tools.synthesize import folder_names
+
+    names = ["crane", "tench", "Crane", "café"]
+    root = make_tree(tmp_path / "synth", {f: 1 + i for i, f in enumerate(folder_names(names))})
+    s = read_synthetic_source(root, "imagenet", names)
+    assert np.bincount(s.labels).tolist() == [1, 2, 3, 4]
