@@ -123,6 +123,7 @@ def load_tiny_imagenet(args, data_dir):
         paths += files
         labels += [label] * len(files)
     annotations = os.path.join(root, "val", "val_annotations.txt")
+    require_dir(os.path.join(root, "val", "images"), "dataset tiny_imagenet", TINY_HOW)
     if not os.path.isfile(annotations):
         raise UserError(f"dataset tiny_imagenet: {annotations} does not exist; {TINY_HOW}")
     index = {wnid: i for i, wnid in enumerate(wnids)}
