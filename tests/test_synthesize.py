@@ -354,3 +354,25 @@ def test_overwrite_replaces_a_run_with_other_settings(reference_run, tiny_models
     with Image.open(out / "Crane" / "2_1.png") as im:
         assert im.size == (8, 8)
     assert (out / "notes.txt").read_text() == "not ours"  # only the tool's own files go
+
+
+# ------------------------------------------------------------- as an RS-SSL source
+
+def test_output_folder_trains_an_rsssl_run(reference_run, tmp_path):
+    """The generated folder, used as ``synthetic_source`` as is, contaminates a real run."""
+    from conftest import read_log, run_train, tiny_config
+
+    root = tmp_path / "real"
+    for split, count in (("train", 10), ("val", 3)):
+        for c, name in enumerate(CLASSES):
+            os.makedirs(root / split / name)
+            for i in range(count):
+                pixels = np.full((10, 10, 3), 20 * c + i, dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+    cfg = tiny_config(tmp_path, name="synthesized", dataset="imagefolder", image_folder_root=str(root),
+                      num_classes=3, num_labels=3, synthetic_source=str(reference_run), synthetic_ratio=0.3)
+    code, run_dir = run_train(tmp_path, cfg)
+    assert code == 0
+    log = read_log(run_dir)
+    assert "unlabeled data number: 39, labeled data number 3" in log  # 30 real + 9 synthetic
+    assert "2 iteration, USE_EMA" in log
