@@ -1,0 +1,94 @@
+"""RSMatch's hooks: placing the detector, and evaluating it and the queue against ground truth."""
+import numpy as np
+import torch
+import torch.nn as nn
+from semilearn.core.hooks import Hook
+from sklearn.metrics import precision_score, recall_score, roc_auc_score
+from torch.utils.data import DataLoader
+
+from rsmatch_usb.heads import unwrap
+
+from .images import IndexedImages
+
+
+class DetectorPlacementHook(Hook):
+    """Moves the detector to the backbone's device; under DDP wraps it so its gradients are all-reduced.
+
+    BatchNorm buffers are broadcast from rank 0 at each forward (DDP's
+    default), so the ranks' detectors stay identical.
+    """
+
+    def before_run(self, algorithm):
+        detector = unwrap(algorithm.detector)
+        device = next(algorithm.model.parameters()).device
+        detector.to(device)
+        if algorithm.distributed and torch.distributed.is_initialized():
+            device_ids = [device.index] if device.type == "cuda" else None
+            algorithm.detector = nn.parallel.DistributedDataParallel(detector, device_ids=device_ids)
+        else:
+            algorithm.detector = detector
+
+
+class DetectorEvalHook(Hook):
+    """At each evaluation, scores the detector and the queue on the unlabeled set's ground-truth flags.
+
+    Runs only when ``train_ulb.data.is_synthetic`` (RS-SSL datasets) holds
+    both values; the flags are read here, never in the train step. Registered
+    after USB's EvaluationHook and before its LoggingHook, so the figures land
+    in the evaluation's log line. Logs ``eval/detector_auroc``,
+    ``eval/detector_precision``, ``eval/detector_recall`` (synthetic is the
+    positive class, at ``detector_threshold``) over up to
+    ``detector_eval_samples`` unlabeled images under the deterministic eval
+    transform, and ``eval/queue_purity``, the share of queued indices that
+    are truly synthetic; prints the per-class queue fill and purity.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._subset = None
+
+    def after_train_step(self, algorithm):
+        if not (self.every_n_iters(algorithm, algorithm.num_eval_iter) or self.is_last_iter(algorithm)):
+            return
+        if algorithm.distributed and algorithm.rank % algorithm.ngpus_per_node != 0:
+            return
+        flags = getattr(getattr(algorithm.dataset_dict["train_ulb"], "data", None), "is_synthetic", None)
+        if flags is None or len(np.unique(np.asarray(flags))) < 2:
+            return
+        algorithm.log_dict.update(self.evaluate(algorithm, np.asarray(flags, dtype=bool)))
+
+    def subset(self, algorithm, num):
+        """A fixed, seed-independent sample of unlabeled indices (the same at every evaluation)."""
+        if self._subset is None:
+            cap = algorithm.args.detector_eval_samples
+            index = np.arange(num)
+            if 0 < cap < num:
+                index = np.sort(np.random.RandomState(0).choice(num, cap, replace=False))
+            self._subset = index
+        return self._subset
+
+    @torch.no_grad()
+    def evaluate(self, algorithm, flags):
+        ulb = algorithm.dataset_dict["train_ulb"]
+        index = self.subset(algorithm, len(flags))
+        images = IndexedImages(ulb, index, algorithm.dataset_dict["eval"].transform)
+        # A private generator: iterating a DataLoader otherwise draws its base seed from the global RNG.
+        loader = DataLoader(images, batch_size=algorithm.args.eval_batch_size, shuffle=False,
+                            num_workers=algorithm.args.num_workers, generator=torch.Generator())
+        device = next(algorithm.model.parameters()).device
+        scores = torch.cat([algorithm.detector_scores(x.to(device)).cpu() for x in loader]).numpy()
+        truth = flags[index]
+        judged = scores >= algorithm.detector_threshold
+        out = {
+            "eval/detector_auroc": float(roc_auc_score(truth, scores)),
+            "eval/detector_precision": float(precision_score(truth, judged, zero_division=0)),
+            "eval/detector_recall": float(recall_score(truth, judged, zero_division=0)),
+        }
+        queue = algorithm.csqueue
+        per_class = [flags[queue.items(c).numpy()] for c in range(queue.num_classes)]
+        queued = np.concatenate(per_class)
+        if len(queued):
+            out["eval/queue_purity"] = float(queued.mean())
+        algorithm.print_fn("CSQueue fill per class: " + str(queue.fill.tolist()) + "; purity per class: "
+                           + str([round(float(p.mean()), 3) if len(p) else None for p in per_class]))
+        return out

@@ -1,0 +1,51 @@
+"""Reading unlabeled images by index, for the queue's draws and the detector's evaluation."""
+import contextlib
+import random
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+
+def read_image(dataset, index):
+    """Image ``index`` of a USB dataset, untransformed (as its ``__getitem__`` sees it)."""
+    img, _ = dataset.__sample__(index)
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(img)
+    return img
+
+
+class IndexedImages(Dataset):
+    """``transform(image)`` for the given indices of a USB dataset."""
+
+    def __init__(self, dataset, indices, transform):
+        self.dataset = dataset
+        self.indices = [int(i) for i in indices]
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return self.transform(read_image(self.dataset, self.indices[i]))
+
+
+@contextlib.contextmanager
+def private_rng(seed):
+    """Run random augmentations on a stream seeded by ``seed``, leaving the global RNGs untouched.
+
+    The queue's draws happen in the training process; drawing their
+    augmentations from the global streams would shift the data order and
+    augmentations of the rest of training.
+    """
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2 ** 32)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
