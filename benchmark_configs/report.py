@@ -1,0 +1,430 @@
+"""Turn a folder of USB runs into the benchmark's CSV, markdown tables and accuracy-vs-alpha plot.
+
+    python -m benchmark_configs.report --runs saved_models/embedded_grid --out reports/embedded
+
+Reads each run's ``log.txt`` (``save_dir/save_name/log.txt``, as USB and
+``rsmatch-train`` write it) and writes into ``--out``:
+
+* ``runs.csv``: one row per run: label, algorithm, dataset, labels, alpha,
+  seed, best accuracy (USB's ``eval/best_acc``: the best evaluation of the run,
+  i.e. a checkpoint chosen on the eval split), final accuracy (the last logged
+  evaluation, free of that selection), detector AUROC (the last logged
+  ``eval/...auroc`` value), iterations, wall time;
+* ``tables.md``: per dataset, mean ± std over seeds, one row per algorithm and
+  one column per (labels, alpha), best of each column in bold; one table for
+  best and one for final accuracy (and one for the AUROC where logged);
+* ``acc_vs_alpha.png``: accuracy against alpha per algorithm.
+
+Accuracies are in percent (``--metric error`` reports error rates, lower is
+better). The config of a run is read from the ``Arguments: Namespace(...)``
+line the train command logs; the row name is its ``benchmark_label`` key (set
+by the generator), else derived from the algorithm and its ablation switches.
+Unfinished runs are listed in the CSV and left out of the tables unless
+``--include-unfinished``.
+"""
+import argparse
+import ast
+import csv
+import math
+import os
+import re
+import statistics
+import sys
+from collections import defaultdict
+from datetime import datetime
+
+from benchmark_configs import generate
+
+_STAMP = r"\[(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+\] "
+STAMP_RE = re.compile(_STAMP)
+# Evaluation lines have a comma after "iteration"; log-only lines do not.
+EVAL_RE = re.compile(_STAMP + r"(?P<it>\d+) iteration, USE_EMA: \w+, (?P<body>.*?) ?"
+                     r"BEST_EVAL_ACC: (?P<best>[-+\w.]+), at (?P<best_it>\d+) iters")
+ITER_RE = re.compile(_STAMP + r"(?P<it>\d+) iteration")
+RESULT_RE = re.compile(r"Model result - (?P<key>\S+) : (?P<value>\S+)")
+RUN_START = "Use device:"   # the train command's first log line of each (re)start
+ARGS_MARK = "Arguments: Namespace("
+
+CSV_FIELDS = ["label", "algorithm", "dataset", "num_labels", "alpha", "seed", "best_acc", "best_it", "final_acc",
+              "final_it", "detector_auroc", "auroc_key", "iterations", "num_train_iter", "finished", "wall_time_s",
+              "save_name", "run_dir"]
+
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tiny_imagenet": "Tiny-ImageNet",
+                 "imagenet": "ImageNet", "digits": "digits (embedded)", "stl10": "STL-10", "svhn": "SVHN"}
+
+
+class InputError(Exception):
+    """Bad command-line input: one error line, exit code 2."""
+
+
+def _number(text):
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+_PAIR_RE = re.compile(r"[(, ](\w+)=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[-+\w.]+)(?=[,)])")
+
+
+def parse_namespace(line):
+    """The keyword values of a logged ``Namespace(...)``; values that are not literals are skipped."""
+    text = line[line.index("Namespace("):].strip()
+    out = {}
+    try:
+        call = ast.parse(text, mode="eval").body
+    except SyntaxError:
+        # Some value's repr is not Python (an object's <...>): take the simple pairs one by one.
+        for key, value in _PAIR_RE.findall(text):
+            try:
+                out[key] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                continue
+        return out
+    for kw in getattr(call, "keywords", []):
+        try:
+            out[kw.arg] = ast.literal_eval(kw.value)
+        except (ValueError, SyntaxError, TypeError):
+            continue
+    return out
+
+
+def parse_eval_body(body):
+    """``{'train/sup_loss': 0.1, 'eval/top-1-acc': 0.84, ...}`` from the middle of an evaluation line."""
+    values = {}
+    for part in body.rstrip(", ").split(", "):
+        key, sep, value = part.rpartition(": ")
+        if sep:
+            values[key.strip()] = _number(value)
+    return values
+
+
+def _timestamp(match):
+    return datetime.strptime(match.group("ts"), "%Y-%m-%d %H:%M:%S,%f")
+
+
+def parse_log(path):
+    """What a run's log says: its config, evaluations by iteration, results, and wall time.
+
+    A resumed run appends to the same log and repeats the iterations after its
+    checkpoint, so later lines win for an iteration; wall time is summed over
+    the (re)starts so the time between an interruption and the resume is not counted.
+    """
+    config, evals, results = {}, {}, {}
+    max_it = 0
+    segments = []  # [first timestamp, last timestamp] per (re)start
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            stamp = STAMP_RE.match(line)
+            if stamp:
+                ts = _timestamp(stamp)
+                if RUN_START in line or not segments:
+                    segments.append([ts, ts])
+                else:
+                    segments[-1][1] = ts
+            if ARGS_MARK in line:
+                config = parse_namespace(line)
+                continue
+            m = EVAL_RE.match(line)
+            if m:
+                it = int(m.group("it"))
+                values = parse_eval_body(m.group("body"))
+                values["BEST_EVAL_ACC"] = _number(m.group("best"))
+                values["best_it"] = int(m.group("best_it"))
+                evals[it] = values
+                max_it = max(max_it, it)
+                continue
+            m = ITER_RE.match(line)
+            if m:
+                max_it = max(max_it, int(m.group("it")))
+                continue
+            m = RESULT_RE.search(line)
+            if m:
+                results[m.group("key")] = _number(m.group("value"))
+    wall = sum((end - start).total_seconds() for start, end in segments)
+    return {"config": config, "evals": evals, "results": results, "iterations": max_it, "wall_time_s": wall}
+
+
+_KNOWN_DATASETS = sorted({d.name for fam in generate.FAMILIES.values() for d in fam.datasets} | set(DATASET_NAMES),
+                         key=len, reverse=True)
+_SAVE_NAME_TAIL = r"_(?P<num_labels>\d+)_alpha(?P<alpha>[\d.]+)_(?P<seed>\d+)$"
+# Labels and datasets both hold underscores: prefer a known dataset name, shortest label first.
+_SAVE_NAME_RES = (re.compile(r"^(?P<label>.+?)_(?P<dataset>" + "|".join(map(re.escape, _KNOWN_DATASETS)) + ")"
+                             + _SAVE_NAME_TAIL),
+                  re.compile(r"^(?P<label>.+)_(?P<dataset>[a-z0-9]+)" + _SAVE_NAME_TAIL))
+
+
+def _from_save_name(name):
+    """Fallback identity from a generator-made save name (for logs without a Namespace line)."""
+    m = _SAVE_NAME_RES[0].match(name) or _SAVE_NAME_RES[1].match(name)
+    if not m:
+        return {}
+    return {"benchmark_label": m.group("label"), "dataset": m.group("dataset"),
+            "num_labels": int(m.group("num_labels")), "synthetic_ratio": float(m.group("alpha")),
+            "seed": int(m.group("seed"))}
+
+
+def run_record(run_dir):
+    """One CSV row (a dict) for a run folder holding ``log.txt``."""
+    parsed = parse_log(os.path.join(run_dir, "log.txt"))
+    cfg = dict(_from_save_name(os.path.basename(run_dir)))
+    cfg.update(parsed["config"])
+    evals = parsed["evals"]
+    last_it = max(evals) if evals else None
+    last = evals.get(last_it, {})
+    auroc_keys = sorted(k for k in last if k.startswith("eval/") and "auroc" in k)
+    finished = "eval/best_acc" in parsed["results"]
+    if finished:
+        best, best_it = parsed["results"]["eval/best_acc"], parsed["results"].get("eval/best_it")
+        best_it = None if best_it is None or math.isnan(best_it) else int(best_it) + 1  # USB logs it - 1
+    elif last:
+        best, best_it = last["BEST_EVAL_ACC"], last["best_it"]
+    else:
+        best, best_it = math.nan, None
+    return {
+        "label": generate.label_of(cfg),
+        "algorithm": cfg.get("algorithm", ""),
+        "dataset": cfg.get("dataset", ""),
+        "num_labels": cfg.get("num_labels", ""),
+        "alpha": float(cfg.get("synthetic_ratio", 0.0) or 0.0),
+        "seed": cfg.get("seed", ""),
+        "best_acc": best,
+        "best_it": best_it,
+        "final_acc": last.get("eval/top-1-acc", math.nan),
+        "final_it": last_it,
+        "detector_auroc": last[auroc_keys[0]] if auroc_keys else math.nan,
+        "auroc_key": auroc_keys[0] if auroc_keys else "",
+        "iterations": parsed["iterations"],
+        "num_train_iter": cfg.get("num_train_iter", ""),
+        "finished": finished,
+        "wall_time_s": round(parsed["wall_time_s"], 1),
+        "save_name": os.path.basename(run_dir),
+        "run_dir": run_dir,
+    }
+
+
+def find_runs(roots):
+    """Run folders (holding ``log.txt``) directly under each root, or the root itself if it is one."""
+    found = []
+    for root in roots:
+        if os.path.isfile(os.path.join(root, "log.txt")):
+            found.append(root)
+            continue
+        for name in sorted(os.listdir(root)):
+            folder = os.path.join(root, name)
+            if os.path.isfile(os.path.join(folder, "log.txt")):
+                found.append(folder)
+    return found
+
+
+# ---------------------------------------------------------------- aggregation
+def _label_order(labels):
+    known = [label for label in generate.LABELS if label in labels]
+    return known + sorted(set(labels) - set(known))
+
+
+def _dataset_order(datasets):
+    order = [d.name for fam in generate.FAMILIES.values() for d in fam.datasets]
+    known = [d for d in order if d in datasets]
+    return known + sorted(set(datasets) - set(known))
+
+
+def mean_std(values):
+    """``(mean, sample std, n)`` of the finite values; std is 0 for one value, NaN mean for none."""
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan, 0
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0), len(values)
+
+
+def _int(value, default=-1):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def sort_rows(rows):
+    """Rows by dataset, labels, alpha, algorithm (table order), seed."""
+    datasets = _dataset_order({r["dataset"] for r in rows})
+    labels = _label_order({r["label"] for r in rows})
+    return sorted(rows, key=lambda r: (datasets.index(r["dataset"]), _int(r["num_labels"]), r["alpha"],
+                                       labels.index(r["label"]), _int(r["seed"])))
+
+
+def aggregate(rows, key, transform):
+    """``{(label, dataset, num_labels, alpha): (mean, std, n)}`` of ``transform(row[key])`` over seeds."""
+    groups = defaultdict(list)
+    for row in rows:
+        value = row[key]
+        if value is None or (isinstance(value, float) and math.isnan(value)) or _int(row["num_labels"]) < 0:
+            continue
+        groups[(row["label"], row["dataset"], int(row["num_labels"]), float(row["alpha"]))].append(transform(value))
+    return {k: mean_std(v) for k, v in groups.items()}
+
+
+def metric_transform(metric):
+    if metric == "error":
+        return lambda acc: 100.0 * (1.0 - acc)
+    return lambda acc: 100.0 * acc
+
+
+def markdown_table(stats, dataset, lower_is_better, digits=2):
+    """A markdown table of one dataset: rows = labels, columns = (labels, alpha); best mean in bold."""
+    cols = sorted({(k[2], k[3]) for k in stats if k[1] == dataset})
+    labels = _label_order({k[0] for k in stats if k[1] == dataset})
+    if not cols:
+        return ""
+    full_n = max(s[2] for k, s in stats.items() if k[1] == dataset)
+    best = {}
+    for col in cols:
+        means = [stats[(lab, dataset) + col][0] for lab in labels if (lab, dataset) + col in stats]
+        means = [m for m in means if not math.isnan(m)]
+        if means:
+            best[col] = min(means) if lower_is_better else max(means)
+    header = "| algorithm | " + " | ".join(f"{n} labels, α={generate.alpha_tag(a)}" for n, a in cols) + " |"
+    lines = [header, "|" + " --- |" * (len(cols) + 1)]
+    for lab in labels:
+        cells = []
+        for col in cols:
+            s = stats.get((lab, dataset) + col)
+            if s is None or math.isnan(s[0]):
+                cells.append("–")
+                continue
+            text = f"{s[0]:.{digits}f}" + (f" ± {s[1]:.{digits}f}" if s[2] > 1 else "")
+            if round(s[0], digits) == round(best[col], digits):
+                text = f"**{text}**"
+            if s[2] != full_n:
+                text += f" (n={s[2]})"
+            cells.append(text)
+        lines.append(f"| {lab} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(rows, path):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if isinstance(row[k], float) and math.isnan(row[k]) else row[k])
+                             for k in CSV_FIELDS})
+
+
+def write_markdown(rows, path, metric, excluded):
+    lower = metric == "error"
+    what = "error rate (%), lower is better" if lower else "top-1 accuracy (%), higher is better"
+    transform = metric_transform(metric)
+    best = aggregate(rows, "best_acc", transform)
+    final = aggregate(rows, "final_acc", transform)
+    auroc = aggregate(rows, "detector_auroc", lambda v: v)
+    parts = ["# RS-SSL benchmark results", "",
+             f"Cells: {what}, mean ± sample std over seeds (n shown when a cell has fewer seeds than the "
+             "table's fullest cell); α = synthetic / real unlabeled images. Best mean per column in bold.",
+             "",
+             "- **best**: USB's `eval/best_acc`, the best evaluation during training (a checkpoint chosen on "
+             "the eval split, as USB reports);",
+             "- **final**: the last logged evaluation (the end of training), free of that selection.", ""]
+    if excluded:
+        parts += [f"{excluded} unfinished run(s) left out (see runs.csv; `--include-unfinished` keeps them).", ""]
+    for dataset in _dataset_order({r["dataset"] for r in rows}):
+        name = DATASET_NAMES.get(dataset, dataset)
+        for title, stats in (("best", best), ("final", final)):
+            table = markdown_table(stats, dataset, lower)
+            if table:
+                parts += [f"## {name}: {title} {'error' if lower else 'accuracy'}", "", table, ""]
+        table = markdown_table({k: v for k, v in auroc.items()}, dataset, lower_is_better=False, digits=3)
+        if table:
+            parts += [f"## {name}: detector AUROC (synthetic vs real unlabeled, last evaluation)", "", table, ""]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(parts))
+
+
+def write_plot(rows, path, metric):
+    """Accuracy (or error) against alpha: one column per (dataset, labels), rows best / final."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    transform = metric_transform(metric)
+    stats = {"best": aggregate(rows, "best_acc", transform), "final": aggregate(rows, "final_acc", transform)}
+    settings = sorted({(r["dataset"], int(r["num_labels"])) for r in rows},
+                      key=lambda s: (_dataset_order({r["dataset"] for r in rows}).index(s[0]), s[1]))
+    labels = _label_order({r["label"] for r in rows})
+    cols = max(1, len(settings))
+    width = 3.6 * cols + 2.3  # 2.3 inches on the right for the legend
+    fig, axes = plt.subplots(2, cols, figsize=(width, 6.4), squeeze=False, sharex=True)
+    cmap = plt.get_cmap("tab20")
+    for c, (dataset, num_labels) in enumerate(settings):
+        for r, which in enumerate(("best", "final")):
+            ax = axes[r][c]
+            for i, label in enumerate(labels):
+                points = sorted((k[3], v) for k, v in stats[which].items()
+                                if k[0] == label and k[1] == dataset and k[2] == num_labels and not math.isnan(v[0]))
+                if not points:
+                    continue
+                xs = [p[0] for p in points]
+                ax.errorbar(xs, [p[1][0] for p in points], yerr=[p[1][1] for p in points], label=label,
+                            color="black" if label == "rsmatch" else cmap(i % 20), linestyle="-" if label.startswith("rsmatch") else "--",
+                            linewidth=2.2 if label == "rsmatch" else 1.2, marker="o", markersize=3, capsize=2)
+            ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)}, {num_labels} labels", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"{which} {'error' if metric == 'error' else 'accuracy'} (%)")
+            if r == 1:
+                ax.set_xlabel("alpha (synthetic / real unlabeled)")
+            alphas = sorted({r["alpha"] for r in rows if r["dataset"] == dataset})
+            ax.set_xticks(alphas)
+            ax.set_xticklabels([generate.alpha_tag(a) for a in alphas])
+            ax.grid(alpha=0.3)
+    handles, names = [], []
+    for ax in axes.flat:
+        for h, n in zip(*ax.get_legend_handles_labels()):
+            if n not in names:
+                handles.append(h)
+                names.append(n)
+    right = 1 - 2.3 / width
+    fig.tight_layout(rect=(0, 0, right, 1))
+    if handles:
+        fig.legend(handles, names, loc="center left", bbox_to_anchor=(right, 0.5), fontsize=8, frameon=False)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmark_configs.report",
+                                description="CSV, markdown tables and an accuracy-vs-alpha plot from USB run logs.")
+    p.add_argument("--runs", nargs="+", required=True,
+                   help="save_dir folder(s) holding run folders (save_name/log.txt), or run folders")
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--metric", choices=("accuracy", "error"), default="accuracy",
+                   help="report top-1 accuracy (default) or error rate, in percent")
+    p.add_argument("--include-unfinished", action="store_true",
+                   help="aggregate unfinished runs too (their best/last evaluation so far)")
+    args = p.parse_args(argv)
+    try:
+        for root in args.runs:
+            if not os.path.isdir(root):
+                raise InputError(f"--runs {root} is not a folder")
+        folders = find_runs(args.runs)
+        if not folders:
+            raise InputError(f"no runs (folders with log.txt) under {', '.join(args.runs)}")
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise InputError(f"--out {args.out} exists and is not a folder")
+    except InputError as exc:
+        p.exit(2, f"{p.prog}: error: {exc}\n")
+    os.makedirs(args.out, exist_ok=True)
+
+    rows = sort_rows([run_record(f) for f in folders])
+    kept = rows if args.include_unfinished else [r for r in rows if r["finished"]]
+    write_csv(rows, os.path.join(args.out, "runs.csv"))
+    write_markdown(kept, os.path.join(args.out, "tables.md"), args.metric, len(rows) - len(kept))
+    if kept:
+        write_plot(kept, os.path.join(args.out, "acc_vs_alpha.png"), args.metric)
+    print(f"{len(rows)} run(s), {sum(r['finished'] for r in rows)} finished; wrote "
+          f"{os.path.join(args.out, 'runs.csv')}, tables.md" + (", acc_vs_alpha.png" if kept else
+                                                                 " (no finished runs: no plot)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

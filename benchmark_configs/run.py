@@ -1,0 +1,331 @@
+"""Run a grid of configs with ``rsmatch-train``: skip finished runs, resume interrupted ones.
+
+    python -m benchmark_configs.run --grid embedded                 # one run at a time
+    python -m benchmark_configs.run --grid embedded_robust --jobs 2 # two at a time
+    python -m benchmark_configs.run 'benchmark_configs/paper/fixmatch/*_cifar10_40_*' --gpus 0,1 --jobs 2
+    python -m benchmark_configs.run --grid embedded --dry-run       # what would run, and how
+    python -m benchmark_configs.run --grid embedded -- --device cpu # flags after -- go to every run
+
+Each run is ``python -m rsmatch_usb.train --c <config>`` in a subprocess. A run
+is finished when its ``log.txt`` has USB's ``Model result - eval/best_acc``
+line or its ``latest_model.pth`` has reached ``num_train_iter``; it is resumed
+(``--resume True --load_path <run>/latest_model.pth``) when a latest checkpoint
+exists, and started afresh (``--resume False``, which clears a stale run folder)
+otherwise. A run's console output goes to ``<save_dir>/<save_name>.runner.log``.
+Exit code: 0 when every run finished, 1 when any failed, 2 for bad input, 130
+when interrupted.
+"""
+import argparse
+import glob
+import os
+import queue
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+
+from benchmark_configs import generate
+
+RESULT_LINE = "Model result - eval/best_acc"
+
+
+class InputError(Exception):
+    """Bad command-line input: reported as one error line, exit code 2."""
+
+
+@dataclass
+class Run:
+    """One config to run and what was found of it on disk."""
+    config: str
+    save_dir: str
+    save_name: str
+    num_train_iter: int
+    status: str = "new"        # new | resume | finished
+    done_iters: int = 0
+
+    @property
+    def folder(self):
+        return os.path.join(self.save_dir, self.save_name)
+
+    @property
+    def checkpoint(self):
+        return os.path.join(self.folder, "latest_model.pth")
+
+    @property
+    def runner_log(self):
+        return os.path.join(self.save_dir, self.save_name + ".runner.log")
+
+
+def read_config(path):
+    """The YAML mapping of a config file (ruamel's safe loader, as the train command uses)."""
+    from ruamel.yaml import YAML, YAMLError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = YAML(typ="safe", pure=True).load(f)
+    except OSError as exc:
+        raise InputError(f"cannot read config {path} ({exc.strerror})") from None
+    except YAMLError as exc:
+        raise InputError(f"config {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"config {path} must hold a mapping of keys to values")
+    return data
+
+
+def checkpoint_iterations(path):
+    """Completed iterations recorded in a USB checkpoint, or None if it cannot be read."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        return int(ckpt["it"])
+    except Exception:  # a truncated or foreign file: let the train command report it
+        return None
+
+
+def log_has_result(folder):
+    try:
+        with open(os.path.join(folder, "log.txt"), encoding="utf-8", errors="replace") as f:
+            return any(RESULT_LINE in line for line in f)
+    except OSError:
+        return False
+
+
+def inspect(run):
+    """Set ``run.status``: finished (log result line, or checkpoint at num_train_iter), resume, or new."""
+    if log_has_result(run.folder):
+        run.status, run.done_iters = "finished", run.num_train_iter
+        return run
+    if os.path.isfile(run.checkpoint):
+        iters = checkpoint_iterations(run.checkpoint)
+        run.done_iters = iters or 0
+        run.status = "finished" if iters is not None and iters >= run.num_train_iter else "resume"
+        return run
+    run.status, run.done_iters = "new", 0
+    return run
+
+
+def collect(grid, patterns, save_dir):
+    """The Runs of a named grid and/or config globs, in order, without duplicates."""
+    paths = []
+    if grid:
+        if grid not in generate.GRIDS:
+            raise InputError(f"--grid: unknown grid {grid!r}; use one of: {', '.join(generate.GRIDS)}")
+        specs = generate.select(grid)
+        paths += [os.path.join(generate.HERE, s.path) for s in specs]
+        missing = [p for p in paths if not os.path.isfile(p)]
+        if missing:
+            raise InputError(f"--grid {grid}: {len(missing)} config file(s) missing, e.g. {missing[0]}; "
+                             "run python -m benchmark_configs.generate")
+    for pattern in patterns:
+        matched = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else (
+            [pattern] if os.path.isfile(pattern) else [])
+        matched = [m for m in matched if m.endswith((".yaml", ".yml"))]
+        if not matched:
+            raise InputError(f"no config file matches {pattern!r}")
+        paths += matched
+    if not paths:
+        raise InputError("nothing to run: give --grid NAME or config files/globs")
+    runs, seen, folders = [], set(), {}
+    for path in paths:
+        key = os.path.abspath(path)
+        if key in seen:
+            continue
+        seen.add(key)
+        cfg = read_config(path)
+        for needed in ("save_name", "num_train_iter"):
+            if needed not in cfg:
+                raise InputError(f"config {path} has no {needed!r} key")
+        run = Run(path, save_dir or str(cfg.get("save_dir", "./saved_models")), str(cfg["save_name"]),
+                  int(cfg["num_train_iter"]))
+        folder = os.path.abspath(run.folder)
+        if folder in folders:
+            raise InputError(f"configs {folders[folder]} and {path} write the same run folder {run.folder}")
+        folders[folder] = path
+        runs.append(run)
+    return runs
+
+
+def command(run, train_args=()):
+    """The rsmatch-train command line of a run."""
+    cmd = [sys.executable, "-m", "rsmatch_usb.train", "--c", run.config, "--save_dir", run.save_dir]
+    if run.status == "resume":
+        cmd += ["--resume", "True", "--load_path", run.checkpoint]
+    else:
+        # No checkpoint: a folder left by a run that died before its first
+        # checkpoint holds only a partial log; start clean.
+        cmd += ["--resume", "False", "--overwrite", "True"]
+    return cmd + list(train_args)
+
+
+def _fmt(seconds):
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class Runner:
+    """Runs commands N at a time; each job gets a slot (and a GPU when --gpus is given)."""
+
+    def __init__(self, jobs, gpus, train_args, out=sys.stdout):
+        self.jobs, self.gpus, self.train_args, self.out = jobs, gpus, list(train_args), out
+        self.slots = queue.Queue()
+        for slot in range(jobs):
+            self.slots.put(slot)
+        self.procs = {}
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.start = time.monotonic()
+        self.count = 0
+        self.total = 0
+
+    def say(self, text):
+        with self.lock:
+            print(f"[{_fmt(time.monotonic() - self.start):>9}] {text}", file=self.out, flush=True)
+
+    def env(self, slot):
+        env = dict(os.environ)
+        # N torch processes that each start one thread per core oversubscribe the CPU.
+        if self.jobs > 1 and "OMP_NUM_THREADS" not in env:
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs))
+        if self.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
+        return env
+
+    def launch(self, cmd, env, log_path):
+        """Start one command with its output appended to ``log_path``; returns its exit code."""
+        os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
+            log.flush()
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            with self.lock:
+                self.procs[proc.pid] = proc
+            try:
+                return proc.wait()
+            finally:
+                with self.lock:
+                    self.procs.pop(proc.pid, None)
+
+    def run_one(self, run):
+        if self.stopping:
+            return run, None, 0.0
+        slot = self.slots.get()
+        try:
+            with self.lock:
+                self.count += 1
+                index = self.count
+            how = f"resume at iteration {run.done_iters}" if run.status == "resume" else "start"
+            gpu = f" on GPU {self.gpus[slot % len(self.gpus)]}" if self.gpus else ""
+            self.say(f"[{index}/{self.total}] {how:>9}{gpu}: {run.save_name}")
+            began = time.monotonic()
+            code = self.launch(command(run, self.train_args), self.env(slot), run.runner_log)
+            took = time.monotonic() - began
+            if self.stopping:
+                state = "stopped"
+            else:
+                state = "done" if code == 0 else f"FAILED (exit {code}; see {run.runner_log})"
+            self.say(f"[{index}/{self.total}] {state}: {run.save_name} in {_fmt(took)}")
+            return run, code, took
+        finally:
+            self.slots.put(slot)
+
+    def stop(self):
+        """Terminate the children this runner started (by pid), then wait for them."""
+        self.stopping = True
+        with self.lock:
+            procs = list(self.procs.values())
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def run_all(self, runs):
+        self.total = len(runs)
+        results = []
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            futures = [pool.submit(self.run_one, run) for run in runs]
+            try:
+                for future in as_completed(futures):
+                    results.append(future.result())
+            except KeyboardInterrupt:
+                self.say("interrupted: stopping the running trainings")
+                self.stop()
+                for future in futures:
+                    future.cancel()
+                raise
+        return results
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="python -m benchmark_configs.run",
+        description="Run benchmark configs with rsmatch-train: skips finished runs, resumes interrupted ones. "
+                    "Arguments after '--' are passed to every rsmatch-train command.")
+    p.add_argument("configs", nargs="*", help="config files or globs (quote globs)")
+    p.add_argument("--grid", help=f"a named grid: {', '.join(generate.GRIDS)}")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
+    p.add_argument("--save-dir", help="put every run under this folder instead of each config's save_dir")
+    p.add_argument("--gpus", help="comma-separated GPU ids; job slot k uses GPU k mod len (sets CUDA_VISIBLE_DEVICES)")
+    p.add_argument("--dry-run", action="store_true", help="list each run's state and command; run nothing")
+    return p
+
+
+def main(argv=None, out=sys.stdout):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    train_args = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, train_args = argv[:cut], argv[cut + 1:]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.jobs < 1:
+            raise InputError(f"--jobs {args.jobs}: give 1 or more")
+        gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else []
+        if args.gpus is not None and (not gpus or not all(g.isdigit() for g in gpus)):
+            raise InputError(f"--gpus {args.gpus!r}: give comma-separated GPU ids such as 0,1")
+        runs = [inspect(run) for run in collect(args.grid, args.configs, args.save_dir)]
+    except InputError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+
+    todo = [r for r in runs if r.status != "finished"]
+    finished = len(runs) - len(todo)
+    resumed = sum(r.status == "resume" for r in todo)
+    print(f"{len(runs)} run(s): {finished} finished (skipped), {resumed} to resume, "
+          f"{len(todo) - resumed} to start", file=out, flush=True)
+    if args.dry_run:
+        for run in runs:
+            state = {"finished": "finished ", "resume": f"resume@{run.done_iters}", "new": "new      "}[run.status]
+            line = f"{state:>10}  {run.save_name}"
+            if run.status != "finished":
+                line += f"\n            {shlex.join(command(run, train_args))}"
+            print(line, file=out)
+        return 0
+    if not todo:
+        return 0
+
+    runner = Runner(args.jobs, gpus, train_args, out=out)
+    try:
+        results = runner.run_all(todo)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=out, flush=True)
+        return 130
+    failed = [(run, code) for run, code, _ in results if code not in (0, None)]
+    took = sum(t for _, _, t in results)
+    print(f"summary: {len(results) - len(failed)} run(s) completed, {len(failed)} failed, {finished} skipped as "
+          f"finished; {_fmt(time.monotonic() - runner.start)} wall, {_fmt(took)} of training", file=out)
+    for run, code in failed:
+        print(f"  failed (exit {code}): {run.config} -> {run.runner_log}", file=out)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
