@@ -148,6 +148,9 @@ EMBEDDED_KEYS = {
     "adamatch": {"ema_p": 0.99},
     "freematch": {"ema_p": 0.99},
     "softmatch": {"ema_p": 0.99},
+    # A smaller detector and queue for 10 classes of ~150 synthetic images, as in
+    # the RSMatch demo config benchmark_configs/embedded/rsmatch_digits.yaml.
+    "rsmatch": {"detector_width": 8, "queue_size": 32, "queue_min_fill": 8},
 }
 
 

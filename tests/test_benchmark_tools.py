@@ -78,6 +78,23 @@ def test_generated_keys():
     assert by_label["fixmatch"]["uratio"] == 7 and by_label["fixmatch"]["p_cutoff"] == 0.95
 
 
+def test_embedded_rsmatch_matches_the_demo_config():
+    """The embedded grid's RSMatch settings are those of the RSMatch demo config, where it exists."""
+    from semilearn.core.utils import ALGORITHMS
+
+    from rsmatch_usb.config import load_yaml
+
+    demo_path = os.path.join(REPO, "benchmark_configs", "embedded", "rsmatch_digits.yaml")
+    if not os.path.isfile(demo_path):
+        pytest.skip("no RSMatch demo config")
+    demo = load_yaml(demo_path)
+    spec = [s for s in generate.select("embedded") if s.label == "rsmatch"][0]
+    defaults = {a.name.lstrip("-"): a.default for a in ALGORITHMS["rsmatch"].get_argument()}
+    effective = {k: spec.config.get(k, v) for k, v in defaults.items()}
+    differ = {k: (demo[k], effective[k]) for k in defaults if k in demo and demo[k] != effective[k]}
+    assert not differ, f"demo vs grid: {differ}"
+
+
 def test_class_list_is_imagenet100():
     from data_tools.folders import read_class_list
 
