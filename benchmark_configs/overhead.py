@@ -52,12 +52,9 @@ def build(config, algorithm, device, extra, save_dir, horizon):
     in the measurement. Not larger: USB's samplers draw num_train_iter batches of
     indices up front.
     """
-    from semilearn.algorithms import get_algorithm
-
     from rsmatch_usb import runtime
     from rsmatch_usb.config import get_config
-    from rsmatch_usb.nets import get_net_builder
-    from rsmatch_usb.train import _place_model, prepare
+    from rsmatch_usb.train import build_algorithm, prepare
 
     argv = ["--c", config, *extra, "--algorithm", algorithm, "--device", device, "--save_dir", save_dir,
             "--save_name", algorithm, "--resume", "False", "--num_train_iter", str(horizon),
@@ -70,11 +67,7 @@ def build(config, algorithm, device, extra, save_dir, horizon):
     logger = logging.getLogger(f"overhead.{algorithm}")
     logger.addHandler(logging.NullHandler())
     logger.propagate = False
-    alg = get_algorithm(args, get_net_builder(args.net, args.net_from_name), None, logger)
-    alg.ngpus_per_node = 1
-    alg.model = _place_model(args, alg.model, clip_batch=True)
-    alg.ema_model = _place_model(args, alg.ema_model, clip_batch=False)
-    return alg
+    return build_algorithm(args, 1, logger)
 
 
 def trainable_parameters(alg):

@@ -127,12 +127,33 @@ def parameter_fingerprint(module):
     return digest.hexdigest()[:16]
 
 
+def build_algorithm(args, procs_per_node, logger, tb_log=None):
+    """The algorithm object of ``args``, its model and EMA model placed on the run's device.
+
+    Call after :func:`prepare` and with the runtime active (as :func:`main_worker` does).
+    """
+    from semilearn.algorithms import get_algorithm
+    from semilearn.core.utils import count_parameters
+    from semilearn.imb_algorithms import get_imb_algorithm
+
+    net_builder = get_net_builder(args.net, args.net_from_name)
+    if args.imb_algorithm is not None:
+        algorithm = get_imb_algorithm(args, net_builder, tb_log, logger)
+    else:
+        algorithm = get_algorithm(args, net_builder, tb_log, logger)
+    # USB's hooks pick the main process with rank % ngpus_per_node; with no GPU
+    # that count is 0, so tell the algorithm how many processes share this node.
+    algorithm.ngpus_per_node = procs_per_node
+    logger.info(f"Number of Trainable Params: {count_parameters(algorithm.model)}")
+    algorithm.model = _place_model(args, algorithm.model, clip_batch=True)
+    algorithm.ema_model = _place_model(args, algorithm.ema_model, clip_batch=False)
+    return algorithm
+
+
 def main_worker(local_rank, procs_per_node, args):
     """Train on one device: USB's main_worker with the runtime adaptations active."""
     import torch.distributed as dist
-    from semilearn.algorithms import get_algorithm
-    from semilearn.core.utils import TBLog, count_parameters, get_logger
-    from semilearn.imb_algorithms import get_imb_algorithm
+    from semilearn.core.utils import TBLog, get_logger
 
     runtime.activate(args.device)
     args.gpu = local_rank if args.device == "cuda" else None
@@ -159,18 +180,7 @@ def main_worker(local_rank, procs_per_node, args):
     logger.setLevel(logging.INFO if is_main else logging.WARNING)
     logger.info(f"Use device: {args.device} (gpu {args.gpu}) for training")
 
-    net_builder = get_net_builder(args.net, args.net_from_name)
-    if args.imb_algorithm is not None:
-        algorithm = get_imb_algorithm(args, net_builder, tb_log, logger)
-    else:
-        algorithm = get_algorithm(args, net_builder, tb_log, logger)
-    # USB's hooks pick the main process with rank % ngpus_per_node; with no GPU
-    # that count is 0, so tell the algorithm how many processes share this node.
-    algorithm.ngpus_per_node = procs_per_node
-    logger.info(f"Number of Trainable Params: {count_parameters(algorithm.model)}")
-
-    algorithm.model = _place_model(args, algorithm.model, clip_batch=True)
-    algorithm.ema_model = _place_model(args, algorithm.ema_model, clip_batch=False)
+    algorithm = build_algorithm(args, procs_per_node, logger, tb_log)
     logger.info(f"Arguments: {algorithm.args}")
 
     if args.resume and args.load_path and os.path.exists(args.load_path):
