@@ -1,4 +1,7 @@
 """RSMatch's hooks: placing the detector, and evaluating it and the queue against ground truth."""
+import hashlib
+import logging
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -12,21 +15,36 @@ from .images import IndexedImages
 
 
 class DetectorPlacementHook(Hook):
-    """Moves the detector to the backbone's device; under DDP wraps it so its gradients are all-reduced.
+    """Moves the detector and its EMA to the backbone's device; under DDP wraps the trained one.
 
-    BatchNorm buffers are broadcast from rank 0 at each forward (DDP's
-    default), so the ranks' detectors stay identical.
+    DDP all-reduces the detector's gradients and broadcasts rank 0's
+    BatchNorm buffers at each forward (its default), so the ranks' detectors
+    stay identical; RSMatch averages the EMA copy's statistics itself.
     """
 
     def before_run(self, algorithm):
+        if algorithm.detector is None:  # use_detector: False
+            return
         detector = unwrap(algorithm.detector)
         device = next(algorithm.model.parameters()).device
         detector.to(device)
+        algorithm.detector_ema.to(device)
         if algorithm.distributed and torch.distributed.is_initialized():
             device_ids = [device.index] if device.type == "cuda" else None
             algorithm.detector = nn.parallel.DistributedDataParallel(detector, device_ids=device_ids)
         else:
             algorithm.detector = detector
+
+    def after_run(self, algorithm):
+        if algorithm.detector is None or not (algorithm.distributed and torch.distributed.is_initialized()):
+            return
+        # Every rank logs it (as the train command does for the backbone): equal on all ranks when in sync.
+        digest = hashlib.sha256()
+        tensors = list(unwrap(algorithm.detector).parameters()) + list(algorithm.detector_ema.state_dict().values())
+        for t in tensors + list(algorithm.csqueue.state_dict().values()):
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+        logging.warning(f"rank {torch.distributed.get_rank()} RSMatch detector and queue fingerprint "
+                        f"{digest.hexdigest()[:16]}")
 
 
 class DetectorEvalHook(Hook):
@@ -48,6 +66,8 @@ class DetectorEvalHook(Hook):
         self._subset = None
 
     def after_train_step(self, algorithm):
+        if algorithm.detector is None:
+            return
         if not (self.every_n_iters(algorithm, algorithm.num_eval_iter) or self.is_last_iter(algorithm)):
             return
         if algorithm.distributed and algorithm.rank % algorithm.ngpus_per_node != 0:

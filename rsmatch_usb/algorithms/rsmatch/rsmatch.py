@@ -8,6 +8,8 @@ that they do not pull the real head's decision boundaries. There is no
 official code; every unstated detail is our choice, documented in
 docs/rsmatch.md and configurable below.
 """
+import copy
+
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -35,7 +37,7 @@ class RSMatch(ExtraHeadsMixin, AlgorithmBase):
     """RSMatch: FixMatch with a detector, a CSQueue and a dummy head for synthetic unlabeled data.
 
     Each train step (1) computes FixMatch's losses; (2) scores the weak views
-    of the unlabeled batch with the detector: samples scoring >=
+    of the unlabeled batch with the detector (an EMA copy): samples scoring >=
     ``detector_threshold`` feed the dummy head's consistency loss, the rest
     the real head's (before the detector is trusted, all feed the real head);
     (3) pushes the top-scoring samples of P pseudo-classes into the CSQueue;
@@ -82,11 +84,17 @@ class RSMatch(ExtraHeadsMixin, AlgorithmBase):
         self.queue_generator = torch.Generator().manual_seed(args.seed + _QUEUE_SEED_OFFSET)
         # False while the detector is bootstrapped; set once when every sub-queue is full enough.
         self.detector_trusted = False
-        self.detector, self.detector_optimizer = None, None
+        self.detector_ema_m = args.detector_ema_m
+        self.detector, self.detector_ema, self.detector_optimizer = None, None, None
         if self.use_detector:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(args.seed + _DETECTOR_SEED_OFFSET)
                 self.detector = Detector(args.detector_width)
+            # The scorer: an EMA of the trained detector's weights. Scores use running
+            # BatchNorm statistics, which lag a fast-moving detector (Adam, small batches)
+            # and mis-calibrate it; slowly moving weights keep them consistent.
+            self.detector_ema = copy.deepcopy(self.detector)
+            self.detector_ema.requires_grad_(False)
             self.detector_optimizer = torch.optim.Adam(self.detector.parameters(), lr=args.detector_lr,
                                                        weight_decay=args.detector_wd)
             self.log_detector_cost()
@@ -195,18 +203,31 @@ class RSMatch(ExtraHeadsMixin, AlgorithmBase):
     # ------------------------------------------------------------------ detector
     @torch.no_grad()
     def detector_scores(self, x):
-        """P(synthetic) per image, from the detector in eval mode (running BatchNorm statistics)."""
-        detector = unwrap(self.detector)
-        was_training = detector.training
-        detector.eval()
-        scores = torch.sigmoid(detector(x.float()))
-        detector.train(was_training)
-        return scores
+        """P(synthetic) per image, from the EMA detector in eval mode (running BatchNorm statistics)."""
+        self.detector_ema.eval()
+        return torch.sigmoid(self.detector_ema(x.float()))
+
+    @torch.no_grad()
+    def update_detector_ema(self, x):
+        """Move the EMA weights toward the detector's, then refresh its BatchNorm statistics on ``x``.
+
+        Under DDP the statistics are averaged over the ranks, so every rank scores alike.
+        """
+        for ema_p, p in zip(self.detector_ema.parameters(), unwrap(self.detector).parameters()):
+            ema_p.mul_(self.detector_ema_m).add_(p.detach(), alpha=1 - self.detector_ema_m)
+        self.detector_ema.train()
+        self.detector_ema(x.float())
+        self.detector_ema.eval()
+        if self.distributed and dist.is_initialized() and dist.get_world_size() > 1:
+            for buf in self.detector_ema.buffers():
+                if buf.is_floating_point():
+                    dist.all_reduce(buf)
+                    buf.div_(dist.get_world_size())
 
     def detector_step(self, x_lb, idx_ulb, x_ulb_w, pseudo_ulb, scores):
         """Update the queue and take one step of the detector's own optimizer; returns (loss, accuracy)."""
         self.csqueue.update(idx_ulb, pseudo_ulb, scores, min_score=self.queue_min_score)
-        if not self.detector_trusted and self.csqueue.min_fill >= self.queue_min_fill:
+        if not self.detector_trusted and self.csqueue.min_fill >= self.queue_min_fill and len(self.csqueue):
             self.detector_trusted = True
             self.print_fn(f"RSMatch: every class sub-queue holds >= {self.queue_min_fill} images at iteration "
                           f"{self.it + 1}; the detector now routes unlabeled samples"
@@ -234,6 +255,7 @@ class RSMatch(ExtraHeadsMixin, AlgorithmBase):
         self.detector_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.detector_optimizer.step()
+        self.update_detector_ema(x)
         acc = ((logits.detach() >= 0).float() == target).float().mean()
         return loss.item(), acc.item()
 
@@ -258,6 +280,7 @@ class RSMatch(ExtraHeadsMixin, AlgorithmBase):
         save_dict = super().get_save_dict()
         if self.detector is not None:
             save_dict["detector"] = unwrap(self.detector).state_dict()
+            save_dict["detector_ema"] = self.detector_ema.state_dict()
             save_dict["detector_optimizer"] = self.detector_optimizer.state_dict()
         save_dict["csqueue"] = self.csqueue.state_dict()
         save_dict["rsmatch_state"] = {"detector_trusted": torch.tensor(self.detector_trusted),
@@ -271,6 +294,8 @@ class RSMatch(ExtraHeadsMixin, AlgorithmBase):
             # On the backbone's device first, so the optimizer state is loaded onto it too.
             detector.to(next(self.model.parameters()).device)
             detector.load_state_dict(checkpoint["detector"])
+            self.detector_ema.to(next(self.model.parameters()).device)
+            self.detector_ema.load_state_dict(checkpoint["detector_ema"])
             self.detector_optimizer.load_state_dict(checkpoint["detector_optimizer"])
         self.csqueue.load_state_dict(checkpoint["csqueue"])
         state = checkpoint["rsmatch_state"]
@@ -300,6 +325,8 @@ class RSMatch(ExtraHeadsMixin, AlgorithmBase):
             SSL_Argument("--detector_width", int, 16, "detector widths are w, 2w, 4w"),
             SSL_Argument("--detector_lr", float, 1e-3, "detector Adam learning rate"),
             SSL_Argument("--detector_wd", float, 0.0, "detector Adam weight decay"),
+            SSL_Argument("--detector_ema_m", float, 0.99,
+                         "EMA momentum of the scoring copy of the detector (0: the detector itself)"),
             SSL_Argument("--pu_pos_weight", float, 0.0,
                          "bootstrap weight of unlabeled ('possibly synthetic') samples; 0: num_lb/num_ulb"),
             # CSQueue

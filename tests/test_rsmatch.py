@@ -1,0 +1,240 @@
+"""RSMatch: loss routing, the FixMatch special case, resume, and training on contaminated digits."""
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, read_log, run_train, tiny_config, write_config
+
+# RS-SSL digits: the unlabeled set gets as many bundled synthetic digits as it has real ones.
+CONTAMINATED = dict(synthetic_source="bundled", synthetic_ratio=1.0)
+
+
+def rsmatch_config(tmp_path, name="rsmatch", **overrides):
+    cfg = tiny_config(tmp_path, name=name, algorithm="rsmatch", detector_width=4, **CONTAMINATED)
+    cfg.update(overrides)
+    return cfg
+
+
+def build_algorithm(tmp_path, cfg):
+    """The algorithm as rsmatch-train builds it, without training."""
+    from semilearn.algorithms import get_algorithm
+
+    from rsmatch_usb.config import get_config
+    from rsmatch_usb.nets import get_net_builder
+    from rsmatch_usb.train import prepare
+
+    args = prepare(get_config(["--c", write_config(tmp_path, cfg, f"{cfg['save_name']}_build.yaml")]))
+    return get_algorithm(args, get_net_builder(args.net), None, None)
+
+
+def logged(log, key):
+    """{iteration: value} of a train/ or eval/ key in the log."""
+    out = {}
+    for it, line in re.findall(r"^\[.*?\] (\d+) iteration(.*)$", log, flags=re.M):
+        m = re.search(rf"{re.escape(key)}: (-?[\d.]+)", line)
+        if m:
+            out[int(it)] = float(m.group(1))
+    return out
+
+
+def _checkpoint(run_dir, name="latest_model.pth"):
+    return torch.load(os.path.join(run_dir, name), map_location="cpu", weights_only=True)
+
+
+# ---------------------------------------------------------------- routing
+@pytest.fixture
+def routed(tmp_path, monkeypatch):
+    """An RSMatch algorithm with a fixed detector and a batch; returns (algorithm, batch, syn mask)."""
+
+    def make(**overrides):
+        # p_cutoff 0: every pseudo-label passes, so every sample could reach a loss.
+        alg = build_algorithm(tmp_path, rsmatch_config(tmp_path, p_cutoff=0.0, **overrides))
+        # Eval-mode BatchNorm makes each sample's output independent of the others',
+        # so changing one sample changes only that sample's loss terms.
+        alg.model.eval()
+        batch_lb = next(iter(alg.loader_dict["train_lb"]))
+        batch_ulb = next(iter(alg.loader_dict["train_ulb"]))
+        batch = alg.process_batch(**batch_lb, **batch_ulb)
+        n = batch["x_ulb_w"].shape[0]
+        syn = torch.arange(n) % 3 == 0
+        scores = torch.where(syn, torch.tensor(0.9), torch.tensor(0.1))
+        monkeypatch.setattr(alg, "detector_scores", lambda x: scores.clone())
+        monkeypatch.setattr(alg, "detector_step", lambda *a, **k: (0.0, 1.0))
+        alg.detector_trusted = True
+        return alg, batch, syn
+
+    return make
+
+
+def _head_grads(alg, batch):
+    out, _ = alg.train_step(**batch)
+    real_head = list(alg.model.classifier.parameters())
+    dummy_head = list(alg.extra_heads["dummy"].parameters())
+    grads = torch.autograd.grad(out["loss"], real_head + dummy_head, allow_unused=True)
+    flat = [torch.zeros_like(p).flatten() if g is None else g.flatten() for p, g in zip(real_head + dummy_head, grads)]
+    return torch.cat(flat[:len(real_head)]), torch.cat(flat[len(real_head):])
+
+
+def _perturb(batch, key, rows):
+    changed = dict(batch)
+    x = batch[key].clone()
+    x[rows] = torch.randn_like(x[rows])
+    changed[key] = x
+    return changed
+
+
+def _same(a, b):
+    return torch.allclose(a, b, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("dummy_pseudo_label", ["real", "dummy"])
+def test_real_head_learns_from_labeled_and_real_judged_dummy_head_from_synthetic_judged(routed, dummy_pseudo_label):
+    alg, batch, syn = routed(dummy_pseudo_label=dummy_pseudo_label)
+    real, dummy = _head_grads(alg, batch)
+    assert real.abs().sum() > 0 and dummy.abs().sum() > 0
+
+    # The strong views are what the heads learn from (the weak views only make targets).
+    real_s, dummy_s = _head_grads(alg, _perturb(batch, "x_ulb_s", syn))
+    assert _same(real_s, real) and not _same(dummy_s, dummy)
+
+    real_r, dummy_r = _head_grads(alg, _perturb(batch, "x_ulb_s", ~syn))
+    assert _same(dummy_r, dummy) and not _same(real_r, real)
+
+    real_l, dummy_l = _head_grads(alg, _perturb(batch, "x_lb", slice(None)))
+    assert _same(dummy_l, dummy) and not _same(real_l, real)
+
+
+def test_filter_baseline_discards_synthetic_judged(routed):
+    alg, batch, syn = routed(use_dummy_head=False)
+    real, dummy = _head_grads(alg, batch)
+    assert dummy.abs().sum() == 0
+    real_s, _ = _head_grads(alg, _perturb(batch, "x_ulb_s", syn))
+    assert _same(real_s, real)
+    real_r, _ = _head_grads(alg, _perturb(batch, "x_ulb_s", ~syn))
+    assert not _same(real_r, real)
+
+
+def test_untrusted_detector_routes_everything_to_the_real_head(routed):
+    alg, batch, syn = routed()
+    alg.detector_trusted = False
+    real, dummy = _head_grads(alg, batch)
+    assert dummy.abs().sum() == 0
+    real_s, _ = _head_grads(alg, _perturb(batch, "x_ulb_s", syn))
+    assert not _same(real_s, real)
+
+
+# ---------------------------------------------------------------- FixMatch special case
+@pytest.mark.parametrize("variant", [dict(use_detector=False),
+                                     # detector on but never trusted: it must not touch the global RNG either
+                                     dict(queue_size=1000, queue_min_fill=1000)])
+def test_without_detector_it_is_fixmatch_step_for_step(tmp_path, variant):
+    common = dict(p_cutoff=0.0, num_train_iter=4, num_eval_iter=2, num_log_iter=1, **CONTAMINATED)
+    code, fix_dir = run_train(tmp_path, tiny_config(tmp_path, name="fixmatch", algorithm="fixmatch", **common))
+    assert code == 0
+    code, rs_dir = run_train(tmp_path, rsmatch_config(tmp_path, **common, **variant))
+    assert code == 0
+    fix_log, rs_log = read_log(fix_dir), read_log(rs_dir)
+    for key in ("train/sup_loss", "train/unsup_loss", "train/total_loss", "eval/top-1-acc"):
+        assert logged(rs_log, key) == logged(fix_log, key), key
+    assert len(logged(fix_log, "train/total_loss")) == 4
+    assert max(logged(fix_log, "train/unsup_loss").values()) > 0  # the unlabeled loss is exercised
+    fix_ckpt, rs_ckpt = _checkpoint(fix_dir), _checkpoint(rs_dir)
+    for entry in ("model", "ema_model"):
+        assert fix_ckpt[entry].keys() == rs_ckpt[entry].keys()
+        assert all(torch.equal(fix_ckpt[entry][k], rs_ckpt[entry][k]) for k in fix_ckpt[entry])
+
+
+# ---------------------------------------------------------------- checkpoints
+def test_resume_restores_queue_detector_and_generator(tmp_path):
+    # Switch over at the first push, so the run draws from the queue before the checkpoint.
+    cfg = rsmatch_config(tmp_path, num_train_iter=4, num_eval_iter=4, queue_size=4, queue_min_fill=0,
+                         queue_min_score=0.0)
+    code, run_dir = run_train(tmp_path, cfg)
+    assert code == 0
+    ckpt = _checkpoint(run_dir)  # weights_only: tensors and plain containers only
+    assert ckpt["it"] == 4 and bool(ckpt["rsmatch_state"]["detector_trusted"])
+    assert int(ckpt["csqueue"]["fill"].sum()) > 0
+    assert "dummy" in str(list(ckpt["extra_heads"]))
+
+    resumed = dict(cfg, num_train_iter=6, resume=True, load_path=os.path.join(run_dir, "latest_model.pth"))
+    alg = build_algorithm(tmp_path, resumed)
+    fresh_generator = alg.queue_generator.get_state()
+    alg.load_model(resumed["load_path"])
+    assert alg.it == 4 and alg.detector_trusted
+    state = alg.get_save_dict()
+    for entry in ("csqueue", "detector", "detector_ema", "extra_heads"):
+        assert all(torch.equal(state[entry][k], ckpt[entry][k]) for k in ckpt[entry]), entry
+    assert torch.equal(alg.queue_generator.get_state(), ckpt["rsmatch_state"]["queue_generator"])
+    assert not torch.equal(fresh_generator, ckpt["rsmatch_state"]["queue_generator"])
+    opt, saved = state["detector_optimizer"]["state"], ckpt["detector_optimizer"]["state"]
+    assert opt.keys() == saved.keys() and all(torch.equal(opt[p]["exp_avg"], saved[p]["exp_avg"]) for p in opt)
+
+    code, _ = run_train(tmp_path, resumed)
+    assert code == 0
+    log = read_log(run_dir)
+    assert "at iteration 4" in log
+    iterations = [int(m) for m in re.findall(r"^\[.*\] (\d+) iteration", log, flags=re.M)]
+    assert iterations[-2:] == [5, 6]
+    assert _checkpoint(run_dir)["it"] == 6
+
+
+def test_wrong_dummy_pseudo_label_is_a_user_error(tmp_path, capsys):
+    code, _ = run_train(tmp_path, rsmatch_config(tmp_path, dummy_pseudo_label="both"))
+    assert code == 2
+    assert "dummy_pseudo_label" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- end to end
+def test_trains_on_contaminated_digits_and_saves_a_plain_backbone(tmp_path):
+    from data_tools import usb as usb_data
+    from rsmatch_usb.config import get_config
+    from rsmatch_usb.nets import get_net_builder
+
+    cfg = rsmatch_config(tmp_path, num_train_iter=100, num_eval_iter=50, num_log_iter=25, batch_size=16,
+                         uratio=1, detector_width=8, detector_lr=3e-3, queue_size=16, queue_min_fill=8,
+                         detector_eval_samples=500)
+    code, run_dir = run_train(tmp_path, cfg)
+    assert code == 0
+    log = read_log(run_dir)
+    assert "RSMatch detector:" in log and "CSQueue fill per class" in log
+    for key in ("train/detector_loss", "train/detector_acc", "train/syn_ratio", "train/queue_fill_min",
+                "eval/detector_precision", "eval/detector_recall", "eval/queue_purity"):
+        assert logged(log, key), key
+    auroc = logged(log, "eval/detector_auroc")
+    assert sorted(auroc) == [50, 100]
+    assert auroc[100] > 0.5
+
+    # model_best.pth holds plain backbone state dicts that USB's eval.py can load...
+    best = _checkpoint(run_dir, "model_best.pth")
+    net = get_net_builder("resnet_micro")(num_classes=10)
+    net.load_state_dict(best["model"], strict=True)
+    net.load_state_dict(best["ema_model"], strict=True)
+    # ...and evaluation used only the real head: the plain net reproduces the best accuracy.
+    args = get_config(["--c", write_config(tmp_path, cfg, "eval.yaml")])
+    eval_set = usb_data.get_dataset(args, "rsmatch", "digits", 40, 10)["eval"]
+    net.eval()
+    with torch.no_grad():
+        x = torch.stack([eval_set[i]["x_lb"] for i in range(len(eval_set))])
+        y = np.array([eval_set[i]["y_lb"] for i in range(len(eval_set))])
+        acc = (net(x)["logits"].argmax(1).numpy() == y).mean()
+    best_acc = float(re.findall(r"BEST_EVAL_ACC: ([\d.]+)", log)[-1])
+    assert acc == pytest.approx(best_acc, abs=1e-4)
+
+
+def test_two_process_gloo_ddp_keeps_detector_and_queue_in_sync(tmp_path):
+    cfg = rsmatch_config(tmp_path, name="ddp", world_size=2, multiprocessing_distributed=True, batch_size=8,
+                         num_train_iter=4, num_eval_iter=4, queue_size=4, queue_min_fill=0, queue_min_score=0.0)
+    proc = subprocess.run([sys.executable, "-m", "rsmatch_usb.train", "--c", write_config(tmp_path, cfg)],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    backbone = dict(re.findall(r"rank (\d) training is FINISHED; parameter fingerprint (\w+)", proc.stderr))
+    rsmatch = dict(re.findall(r"rank (\d) RSMatch detector and queue fingerprint (\w+)", proc.stderr))
+    assert set(backbone) == set(rsmatch) == {"0", "1"}
+    assert backbone["0"] == backbone["1"] and rsmatch["0"] == rsmatch["1"]
+    ckpt = _checkpoint(os.path.join(cfg["save_dir"], "ddp"))
+    assert bool(ckpt["rsmatch_state"]["detector_trusted"]) and int(ckpt["csqueue"]["fill"].sum()) > 0
