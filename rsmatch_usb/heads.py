@@ -112,6 +112,10 @@ class ExtraHeadsMixin:
         return save_dict
 
     def load_model(self, load_path):
+        # Heads on the backbone's device before the optimizer state is loaded: torch
+        # puts each parameter's state (e.g. SGD momentum) on that parameter's device,
+        # and HeadPlacementHook would move only the heads later (GPU resume).
+        unwrap(self.extra_heads).to(next(unwrap(self.model).parameters()).device)
         checkpoint = super().load_model(load_path)
         unwrap(self.extra_heads).load_state_dict(checkpoint["extra_heads"])
         return checkpoint
