@@ -1,4 +1,5 @@
 """RSMatch: loss routing, the FixMatch special case, resume, and training on contaminated digits."""
+import logging
 import os
 import re
 import subprocess
@@ -22,14 +23,11 @@ def rsmatch_config(tmp_path, name="rsmatch", **overrides):
 
 def build_algorithm(tmp_path, cfg):
     """The algorithm as rsmatch-train builds it, without training."""
-    from semilearn.algorithms import get_algorithm
-
+    from rsmatch_usb import train
     from rsmatch_usb.config import get_config
-    from rsmatch_usb.nets import get_net_builder
-    from rsmatch_usb.train import prepare
 
-    args = prepare(get_config(["--c", write_config(tmp_path, cfg, f"{cfg['save_name']}_build.yaml")]))
-    return get_algorithm(args, get_net_builder(args.net), None, None)
+    args = train.prepare(get_config(["--c", write_config(tmp_path, cfg, f"{cfg['save_name']}_build.yaml")]))
+    return train.build_algorithm(args, 1, logging.getLogger("test_rsmatch"))
 
 
 def logged(log, key):
