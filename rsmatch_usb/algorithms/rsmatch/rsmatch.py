@@ -225,7 +225,7 @@ class RSMatch(ExtraHeadsMixin, AlgorithmBase):
                     buf.div_(dist.get_world_size())
 
     def detector_step(self, x_lb, idx_ulb, x_ulb_w, pseudo_ulb, scores):
-        """Update the queue and take one step of the detector's own optimizer; returns (loss, accuracy)."""
+        """Update the queue, step the detector's own optimizer, then its EMA; returns (loss, accuracy)."""
         self.csqueue.update(idx_ulb, pseudo_ulb, scores, min_score=self.queue_min_score)
         if not self.detector_trusted and self.csqueue.min_fill >= self.queue_min_fill and len(self.csqueue):
             self.detector_trusted = True
