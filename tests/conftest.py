@@ -47,6 +47,16 @@ def read_log(run_dir):
         return f.read()
 
 
+@pytest.fixture
+def bundled_digits():
+    """Path of the synthetic digits shipped with the package (the RS-SSL tests' contamination)."""
+    from data_tools import synthetic
+
+    path = synthetic.BUNDLED["digits"]
+    assert path.is_file(), f"{path} is missing; regenerate it with python -m data_tools.make_synthetic_digits"
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _restore_runtime():
     """Each test starts from unpatched semilearn/torch, as a fresh process would."""

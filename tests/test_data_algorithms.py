@@ -1,20 +1,7 @@
 """Every USB algorithm trains, unchanged, on digits contaminated at alpha = 1 with the bundled set."""
-import numpy as np
 import pytest
 
 from conftest import USB_ALGORITHMS, read_log, run_train, tiny_config
-from data_tools import synthetic
-
-
-@pytest.fixture
-def bundled_digits(tmp_path, monkeypatch):
-    """The bundled digits set; a stand-in of the same format (300 per class) until it is committed."""
-    if not synthetic.BUNDLED["digits"].is_file():
-        path = tmp_path / "digits_synthetic.npz"
-        rng = np.random.default_rng(0)
-        np.savez(path, images=rng.integers(0, 256, (3000, 16, 16), dtype=np.uint8),
-                 labels=np.repeat(np.arange(10, dtype=np.int64), 300))
-        monkeypatch.setitem(synthetic.BUNDLED, "digits", path)
 
 
 @pytest.mark.parametrize("algorithm", USB_ALGORITHMS)

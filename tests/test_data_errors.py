@@ -7,18 +7,9 @@ from PIL import Image
 
 from conftest import run_train, tiny_config, write_config
 from data_tools import inspect as data_inspect
-from data_tools import synthetic
 
 
-@pytest.fixture(autouse=True)
-def bundled_digits(tmp_path, monkeypatch):
-    """The bundled digits set; a stand-in of the same format (300 per class) until it is committed."""
-    if not synthetic.BUNDLED["digits"].is_file():
-        path = tmp_path / "digits_synthetic.npz"
-        rng = np.random.default_rng(0)
-        np.savez(path, images=rng.integers(0, 256, (3000, 16, 16), dtype=np.uint8),
-                 labels=np.repeat(np.arange(10, dtype=np.int64), 300))
-        monkeypatch.setitem(synthetic.BUNDLED, "digits", path)
+pytestmark = pytest.mark.usefixtures("bundled_digits")
 
 
 def digit_tree(root, per_class=2, classes=range(10)):

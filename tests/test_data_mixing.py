@@ -5,20 +5,8 @@ import numpy as np
 import pytest
 from semilearn.datasets.utils import split_ssl_data
 
-from data_tools import mixing, synthetic, usb
+from data_tools import mixing, usb
 from data_tools.sources import load_digits_source
-
-
-@pytest.fixture
-def bundled_digits(tmp_path, monkeypatch):
-    """The bundled digits set; a stand-in of the same format (300 per class) until it is committed."""
-    if not synthetic.BUNDLED["digits"].is_file():
-        path = tmp_path / "digits_synthetic.npz"
-        rng = np.random.default_rng(0)
-        np.savez(path, images=rng.integers(0, 256, (3000, 16, 16), dtype=np.uint8),
-                 labels=np.repeat(np.arange(10, dtype=np.int64), 300))
-        monkeypatch.setitem(synthetic.BUNDLED, "digits", path)
-    return synthetic.BUNDLED["digits"]
 
 
 def digits_args(**overrides):
