@@ -15,6 +15,7 @@ __all__ = [
     "CIFAR100",
     "DIGITS",
     "DIGITS_PROMPT",
+    "FASHION_MNIST",
     "KNOWN_LISTS",
     "canonical_name",
     "load_class_names",
@@ -61,9 +62,13 @@ DIGITS_PROMPT = tuple(
                  "five", "six", "seven", "eight", "nine")
 )
 
+# Fashion-MNIST's labels 0-9, as the dataset's release names them.
+FASHION_MNIST = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
 # Lists shipped with this module; tiny_imagenet and imagenet are read from
 # the dataset's own files (see load_class_names).
-KNOWN_LISTS = ("cifar10", "cifar100", "digits", "tiny_imagenet", "imagenet")
+KNOWN_LISTS = ("cifar10", "cifar100", "digits", "fashion_mnist", "tiny_imagenet", "imagenet")
 
 _ALIASES = {re.sub(r"[-_\s]", "", name): name for name in KNOWN_LISTS}
 _WNID = re.compile(r"^n\d{8}$")
@@ -127,6 +132,8 @@ def load_class_names(name_or_path, data_dir=None, prompt_form=False):
         return list(DIGITS_PROMPT if prompt_form else DIGITS)
     if known == "cifar10":
         names = list(CIFAR10)
+    elif known == "fashion_mnist":
+        names = list(FASHION_MNIST)
     elif known == "cifar100":
         names = list(CIFAR100)
     elif known == "tiny_imagenet":

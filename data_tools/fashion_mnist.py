@@ -19,8 +19,9 @@ import numpy as np
 
 from rsmatch_usb.errors import UserError
 
-CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+from .class_names import FASHION_MNIST
+
+CLASS_NAMES = FASHION_MNIST
 
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
@@ -99,10 +100,24 @@ def find_files(data_dir=None):
         "or put the files under data_dir/fashion_mnist/")
 
 
+# (image file, label file, their (mtime, size)) -> arrays: the train command builds
+# the datasets twice (a dry run, then the run), and decompressing is the slow part.
+_LOADED = {}
+
+
 def load_split(split, data_dir=None):
     """``(images uint8 (N, 28, 28), labels int64 (N,))`` of ``'train'`` or ``'test'``."""
     paths = find_files(data_dir)
     image_file, label_file = (paths[n] for n in FILES[split])
+    key = (image_file, label_file) + tuple((s.st_mtime_ns, s.st_size) for s in map(os.stat, (image_file, label_file)))
+    if key not in _LOADED:
+        _LOADED.clear()  # keep one split set in memory
+        _LOADED[key] = _read_pair(image_file, label_file)
+    images, labels = _LOADED[key]
+    return images.copy(), labels.copy()
+
+
+def _read_pair(image_file, label_file):
     images, labels = read_idx(image_file), read_idx(label_file)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise UserError(f"Fashion-MNIST files {image_file} and {label_file} do not match "

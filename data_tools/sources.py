@@ -21,7 +21,7 @@ from semilearn.datasets.cv_datasets import svhn as usb_svhn
 
 from rsmatch_usb.errors import UserError
 
-from . import class_names, folders, splits
+from . import class_names, fashion_mnist, folders, splits
 from .imageset import ConcatItems, ImageSet
 
 __all__ = ["ImageSet", "RealSource", "REAL_SOURCES"]
@@ -58,6 +58,28 @@ def load_digits_source(args=None, data_dir=None):
     names = list(class_names.DIGITS)
     return (ImageSet(images[train_idx], digits.target[train_idx], names),
             ImageSet(images[test_idx], digits.target[test_idx], names))
+
+
+def load_fashion_mnist(args=None, data_dir=None):
+    """Fashion-MNIST: the SSL pool of the training images (labeled and unlabeled data) and the test images.
+
+    The pool excludes the generator-training split (:func:`data_tools.fashion_mnist.ssl_pool`),
+    so no image a bundled generator was trained on is ever labeled or unlabeled.
+    Images stay 28x28 grayscale; :meth:`ImageSet.load` replicates them to RGB and
+    USB's transforms resize them to ``img_size``.
+    """
+    train_images, train_labels = fashion_mnist.load_split("train", data_dir)
+    counts = np.bincount(train_labels, minlength=len(fashion_mnist.CLASS_NAMES))
+    if counts.min() <= fashion_mnist.GENERATOR_PER_CLASS:
+        path = fashion_mnist.find_files(data_dir)[fashion_mnist.FILES["train"][1]]
+        raise UserError(f"Fashion-MNIST training labels {path} hold only {counts.min()} images of some class; "
+                        f"the generator split alone takes {fashion_mnist.GENERATOR_PER_CLASS} per class of the "
+                        f"60,000; reinstall the full dataset (apt-get install --reinstall "
+                        f"{fashion_mnist.DEBIAN_PACKAGE})")
+    pool = fashion_mnist.ssl_pool(train_labels)
+    test_images, test_labels = fashion_mnist.load_split("test", data_dir)
+    names = list(fashion_mnist.CLASS_NAMES)
+    return (ImageSet(train_images[pool], train_labels[pool], names), ImageSet(test_images, test_labels, names))
 
 
 def _open_torchvision(cls, root, dataset, how, **kwargs):
@@ -118,6 +140,8 @@ _IMAGENET_STATS = (tuple(usb_imagenet.mean["imagenet"]), tuple(usb_imagenet.std[
 # name -> RealSource; normalisation statistics are semilearn's where it has the dataset.
 REAL_SOURCES = {
     "digits": RealSource(load_digits_source, (0.305,) * 3, (0.376,) * 3),
+    # Pixel mean / std of the 50,000-image SSL pool (docs/data.md), replicated over the RGB channels.
+    "fashion_mnist": RealSource(load_fashion_mnist, (0.2859,) * 3, (0.3530,) * 3),
     "cifar10": RealSource(_cifar("cifar10"), tuple(usb_cifar.mean["cifar10"]), tuple(usb_cifar.std["cifar10"])),
     "cifar100": RealSource(_cifar("cifar100"), tuple(usb_cifar.mean["cifar100"]), tuple(usb_cifar.std["cifar100"])),
     "svhn": RealSource(load_svhn, tuple(usb_svhn.mean["svhn"]), tuple(usb_svhn.std["svhn"])),

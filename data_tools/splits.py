@@ -32,9 +32,18 @@ def balanced_split(args, algorithm, train, num_labels, num_classes, include_lb_t
         if num_labels // num_classes > counts.min():
             raise UserError(f"num_labels: {num_labels} asks for {num_labels // num_classes} labels per class but "
                             f"the smallest class has {counts.min()} training images; lower num_labels")
+    ulb_num_labels = getattr(args, "ulb_num_labels", None)
+    if ulb_num_labels not in (None, "None") and getattr(args, "ulb_imb_ratio", 1) == 1:
+        if int(ulb_num_labels) % num_classes:
+            raise UserError(f"ulb_num_labels: {ulb_num_labels} is not divisible by num_classes {num_classes}; "
+                            "USB's balanced split needs the same number of unlabeled images per class")
+        wanted = num_labels // num_classes + int(ulb_num_labels) // num_classes
+        if lb_imb_ratio == 1 and wanted > counts.min():
+            raise UserError(f"ulb_num_labels: {ulb_num_labels} with num_labels {num_labels} needs {wanted} "
+                            f"training images per class but the smallest class has {counts.min()}; lower it")
     lb_idx, _, ulb_idx, _ = split_ssl_data(
         args, np.arange(len(train)), train.labels, num_classes,
-        lb_num_labels=num_labels, ulb_num_labels=getattr(args, "ulb_num_labels", None),
+        lb_num_labels=num_labels, ulb_num_labels=ulb_num_labels,
         lb_imbalance_ratio=lb_imb_ratio, ulb_imbalance_ratio=getattr(args, "ulb_imb_ratio", 1),
         include_lb_to_ulb=include_lb_to_ulb)
     lb = train if algorithm == "fullysupervised" else train.subset(lb_idx)

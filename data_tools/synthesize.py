@@ -680,7 +680,7 @@ def build_parser():
                     "(T5 or templates), images from a text-to-image diffusion model. "
                     "Rerun the same command to resume.")
     p.add_argument("--classes", required=True,
-                   help="cifar10, cifar100, digits, tiny_imagenet, imagenet, or a text file "
+                   help="cifar10, cifar100, digits, fashion_mnist, tiny_imagenet, imagenet, or a text file "
                         "with one class name per line (label order)")
     p.add_argument("--images-per-class", type=int, required=True)
     p.add_argument("--out", required=True, help="output folder")

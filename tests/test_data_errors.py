@@ -59,6 +59,8 @@ CASES = {
     "manifest columns": (dict(synthetic_source=bad_manifest, synthetic_ratio=0.01), "needs a 'path' column"),
     "missing real data": (dict(dataset="cifar10"), "cifar-10-batches-py"),
     "imagefolder without root": (dict(dataset="imagefolder", num_classes=3), "image_folder_root"),
+    "ulb_num_labels not divisible": (dict(ulb_num_labels=15), "ulb_num_labels: 15 is not divisible"),
+    "ulb_num_labels too large": (dict(ulb_num_labels=2000), "needs 204 training images per class"),
 }
 
 
