@@ -12,14 +12,21 @@ line or its ``latest_model.pth`` has reached ``num_train_iter``; it is resumed
 (``--resume True --load_path <run>/latest_model.pth``) when a latest checkpoint
 exists, and started afresh (``--resume False``, which clears a stale run folder)
 otherwise. A run's console output goes to ``<save_dir>/<save_name>.runner.log``.
-Exit code: 0 when every run finished, 1 when any failed, 2 for bad input, 130
-when interrupted.
+Each run starts in its own session (process group). SIGTERM or SIGINT to the
+runner (``kill``, ``timeout``, a job scheduler, Ctrl-C) is forwarded to every
+running training's process group, data-loader and DDP workers included; the
+runner waits for them (SIGKILL after 30 s) and exits 128 + the signal number
+(143 for SIGTERM, 130 for SIGINT). Rerun the same command to resume.
+Exit code: 0 when every run finished, 1 when any failed, 2 for bad input, 130 or
+143 when interrupted.
 """
 import argparse
+import contextlib
 import glob
 import os
 import queue
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -37,6 +44,14 @@ RESULT_LINE = "Model result - eval/best_acc"
 
 class InputError(Exception):
     """Bad command-line input: reported as one error line, exit code 2."""
+
+
+class Stopped(Exception):
+    """The runner received ``signum`` (SIGTERM or SIGINT) and stopped its trainings."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 @dataclass
@@ -180,7 +195,8 @@ class Runner:
         for slot in range(jobs):
             self.slots.put(slot)
         self.procs = {}
-        self.lock = threading.Lock()
+        # Reentrant: the signal handler runs in the main thread, which may hold it already.
+        self.lock = threading.RLock()
         self.stopping = False
         self.start = time.monotonic()
         self.count = 0
@@ -200,13 +216,22 @@ class Runner:
         return env
 
     def launch(self, cmd, env, log_path):
-        """Start one command with its output appended to ``log_path``; returns its exit code."""
+        """Start one command with its output appended to ``log_path``; returns its exit code.
+
+        The command gets its own session, so a signal meant for the runner reaches
+        it only through :meth:`stop`, which signals its whole process group.
+        Returns None when the runner is stopping and nothing was started.
+        """
         os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
         with open(log_path, "a", encoding="utf-8") as log:
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
             log.flush()
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            # Started under the lock: stop() either sees this child or stops it from starting.
             with self.lock:
+                if self.stopping:
+                    return None
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True)
                 self.procs[proc.pid] = proc
             try:
                 return proc.wait()
@@ -237,34 +262,72 @@ class Runner:
         finally:
             self.slots.put(slot)
 
-    def stop(self):
-        """Terminate the children this runner started (by pid), then wait for them."""
-        self.stopping = True
+    def signal_children(self, signum):
+        """Send ``signum`` to the process group of every running child; returns those children."""
         with self.lock:
+            self.stopping = True
             procs = list(self.procs.values())
         for proc in procs:
-            proc.terminate()
+            try:
+                os.killpg(proc.pid, signum)  # the child leads its own group (start_new_session)
+            except ProcessLookupError:
+                pass  # already gone
+        return procs
+
+    def stop(self, signum=signal.SIGTERM, grace=30.0):
+        """Forward ``signum`` to the children's process groups, wait for them, SIGKILL after ``grace`` s."""
+        procs = self.signal_children(signum)
+        deadline = time.monotonic() + grace
         for proc in procs:
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                proc.kill()
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
 
     def run_all(self, runs):
         self.total = len(runs)
         results = []
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            futures = [pool.submit(self.run_one, run) for run in runs]
+            futures = []
             try:
+                futures += [pool.submit(self.run_one, run) for run in runs]
                 for future in as_completed(futures):
                     results.append(future.result())
-            except KeyboardInterrupt:
-                self.say("interrupted: stopping the running trainings")
-                self.stop()
+            except Stopped as exc:
+                self.say(f"{exc}: stopping the running trainings")
                 for future in futures:
                     future.cancel()
+                self.stop(exc.signum)
                 raise
         return results
+
+    @contextlib.contextmanager
+    def stopped_by_signals(self, signums=(signal.SIGTERM, signal.SIGINT)):
+        """While inside, the first SIGTERM/SIGINT raises :class:`Stopped` in the main thread.
+
+        A repeated signal is forwarded to the children while :meth:`stop` waits.
+        Outside the main thread (where Python cannot take signals) nothing is installed.
+        """
+        def handler(signum, frame):
+            if self.stopping:
+                self.signal_children(signum)
+                return
+            self.stopping = True  # no new child starts, and a second signal does not raise again
+            raise Stopped(signum)
+
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, handler) for s in signums}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
 
 
 def build_parser():
@@ -317,10 +380,11 @@ def main(argv=None, out=sys.stdout):
 
     runner = Runner(args.jobs, gpus, train_args, out=out)
     try:
-        results = runner.run_all(todo)
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=out, flush=True)
-        return 130
+        with runner.stopped_by_signals():
+            results = runner.run_all(todo)
+    except Stopped as exc:
+        print(f"interrupted by {exc}; rerun the same command to resume", file=out, flush=True)
+        return 128 + exc.signum
     failed = [(run, code) for run, code, _ in results if code not in (0, None)]
     took = sum(t for _, _, t in results)
     print(f"summary: {len(results) - len(failed)} run(s) completed, {len(failed)} failed, {finished} skipped as "
