@@ -88,7 +88,7 @@ class RSMatch(ExtraHeadsMixin, AlgorithmBase):
         self.detector, self.detector_ema, self.detector_optimizer = None, None, None
         if self.use_detector:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(args.seed + _DETECTOR_SEED_OFFSET)
+                torch.default_generator.manual_seed(args.seed + _DETECTOR_SEED_OFFSET)  # CPU only, as private_rng
                 self.detector = Detector(args.detector_width)
             # The scorer: an EMA of the trained detector's weights. Scores use running
             # BatchNorm statistics, which lag a fast-moving detector (Adam, small batches)
