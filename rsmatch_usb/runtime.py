@@ -93,8 +93,19 @@ def activate(device):
     _patch(algorithmbase, "get_dataset", usb_data.get_dataset)
     if (EvaluationHook, "after_run") not in _ORIGINALS:
         _patch(EvaluationHook, "after_run", _after_run_recording_completed_iterations(EvaluationHook.after_run))
-    if device != "cpu":
-        return
+    if device == "cpu":
+        activate_cpu()
+
+
+def activate_cpu():
+    """Install only the CPU stand-ins for semilearn's CUDA calls; idempotent.
+
+    Part of :func:`activate`. It needs nothing else from the plugin, so this
+    file alone, loaded by path, runs a USB algorithm on CPU where importing
+    ``rsmatch_usb`` must be avoided (the test of the USB export).
+    """
+    import semilearn.core.algorithmbase as algorithmbase
+
     # process_batch, evaluate, Dash's warm-up loop, and the train steps and
     # load_model of SimMatch, CoMatch, VAT, CRMatch, FlexMatch, FreeMatch,
     # SoftMatch, ReMixMatch and AdaMatch call Tensor.cuda(); on CPU it stays put.
