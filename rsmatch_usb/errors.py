@@ -1,9 +1,10 @@
-"""The one exception type that command-line tools turn into a single error line."""
+"""The one exception type for bad user input; rsmatch-usb's command-line tools turn it into a single error line."""
 
 
 class UserError(Exception):
     """Bad input from the user: a config key, a path, a dataset, a device.
 
-    The message names the problem and the fix. Command-line entry points print it
-    as one ``error:`` line and exit non-zero instead of showing a traceback.
+    The message names the problem and the fix. rsmatch-usb's command-line entry
+    points print it as one ``error:`` line and exit non-zero instead of showing a
+    traceback; elsewhere (RSMatch exported into USB) it is an ordinary exception.
     """

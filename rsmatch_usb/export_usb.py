@@ -8,8 +8,9 @@ stays the one place RSMatch is edited:
   their imports rewritten to the folder and semilearn (:mod:`.upstream.rewrite`);
   the export fails if any ``rsmatch_usb`` or ``data_tools`` import remains;
 - ``semilearn/core/utils/registry.py``: the registry file of ``--usb-root``
-  (default: the installed semilearn) with ``rsmatch`` added to its algorithm
-  list, and the same edit as ``rsmatch_registration.diff``;
+  (default: ``--out`` itself when it is a USB checkout, else the installed
+  semilearn) with ``rsmatch`` added to its algorithm list, and the same edit
+  as ``rsmatch_registration.diff``;
 - ``config/classic_cv/rsmatch/rsmatch_<dataset>_<labels>_<seed>.yaml``: one
   per FixMatch classic-CV config USB ships, same keys and values plus
   RSMatch's own (:mod:`.upstream.usb_configs`);
@@ -118,18 +119,27 @@ RSMatch trains on any USB dataset as is. Its detector metrics (`eval/detector_au
 
 
 def build_export(usb_root=None):
-    """``{relative path: text}`` of the whole export; nothing is written."""
+    """``{relative path: text}`` of the whole export; nothing is written.
+
+    ``usb_root``: the USB tree whose registry file gets the registration
+    (default: the installed semilearn).
+    """
     if usb_root is None:
         usb_root = _module_file("semilearn").parent.parent
         usb_label = f"the installed semilearn {importlib.metadata.version('semilearn')}"
     else:
-        usb_label = "the USB checkout given as --usb-root"
+        usb_label = f"the USB tree the export was made for ({Path(usb_root).name})"
     files = algorithm_files()
     files.update(registration_files(usb_root))
     configs = config_files()
     files.update(configs)
     files[NOTES_NAME] = notes(configs, usb_label)
     return files
+
+
+def default_usb_root(out):
+    """``out`` itself when it already holds a USB tree (exporting into a checkout), else None (installed)."""
+    return out if Path(out, registration.REGISTRY_PATH).is_file() else None
 
 
 def check_out(out, overwrite=False):
@@ -163,11 +173,11 @@ def cli(argv=None):
                         help="write into a non-empty --out, replacing the export's own files and folders")
     parser.add_argument("--usb-root", default=None,
                         help="USB checkout whose semilearn/core/utils/registry.py gets the registration "
-                             "(default: the installed semilearn)")
+                             "(default: --out itself if it holds that file, else the installed semilearn)")
     args = parser.parse_args(argv)
     try:
         check_out(args.out, args.overwrite)  # before the work, so a bad --out fails at once
-        files = build_export(args.usb_root)
+        files = build_export(args.usb_root or default_usb_root(args.out))
         write_export(files, args.out, args.overwrite)
     except UserError as exc:
         print(f"rsmatch-export-usb: error: {exc}", file=sys.stderr)

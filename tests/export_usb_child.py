@@ -9,6 +9,7 @@ that its CPU stand-ins for semilearn's CUDA calls are available without
 importing rsmatch_usb (USB itself trains on CUDA only). Any import of
 rsmatch_usb or data_tools fails. Prints one JSON line of findings at the end.
 """
+import argparse
 import importlib.abc
 import importlib.util
 import inspect
@@ -115,12 +116,13 @@ config.update(clip_grad=0.0, imb_algorithm=None, include_lb_to_ulb=True, lb_imb_
 # Shrunk to a few CPU iterations. The detector is trusted once the queue holds anything (min fill 0,
 # every score pushed) and then judges every sample synthetic (threshold 0), so the queue draws and
 # the dummy head run from the second iteration on.
-config.update(num_train_iter=4, epoch=1, num_eval_iter=2, num_log_iter=1, num_classes=2, num_labels=4, batch_size=4, uratio=2,
-              eval_batch_size=16, img_size=16, num_workers=0, detector_width=4, queue_size=4, queue_min_fill=0,
-              queue_min_score=0.0, detector_threshold=0.0, queue_push_classes=10, queue_push_per_class=4, p_cutoff=0.0,
+config.update(num_train_iter=4, epoch=1, num_eval_iter=2, num_log_iter=1, num_classes=2, num_labels=4,
+              batch_size=4, uratio=2, eval_batch_size=16, img_size=16, num_workers=0, p_cutoff=0.0,
+              detector_width=4, detector_threshold=0.0, queue_size=4, queue_min_fill=0, queue_min_score=0.0,
+              queue_push_classes=2, queue_push_per_class=4,
               multiprocessing_distributed=False, distributed=False, gpu=None, use_tensorboard=False,
               save_dir=save_dir, data_dir=save_dir, seed=0)
-args = __import__("argparse").Namespace(**config)
+args = argparse.Namespace(**config)
 assert args.algorithm == "rsmatch"
 
 # Seeded as USB's train.py does (RandAugment draws from Python's random).

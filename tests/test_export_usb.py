@@ -72,6 +72,19 @@ def test_refuses_a_non_empty_out_and_overwrite_replaces_the_export(exported, tmp
     assert _files(out) == sorted(["keep.txt"] + _files(exported))
 
 
+def test_exporting_into_a_usb_checkout_edits_its_own_registry(tmp_path):
+    """With --overwrite into a USB tree, its registry (here: a newer USB's list) gets rsmatch, not semilearn 0.3.2's."""
+    checkout = tmp_path / "usb"
+    registry = checkout / registration.REGISTRY_PATH
+    registry.parent.mkdir(parents=True)
+    registry.write_text("ALL_MODULES = [\n    ('semilearn.algorithms', ['fixmatch', 'multimatch']),\n]\n")
+    assert export_usb.cli(["--out", str(checkout), "--overwrite"]) == 0
+    assert registry.read_text() == \
+        "ALL_MODULES = [\n    ('semilearn.algorithms', ['fixmatch', 'multimatch', 'rsmatch']),\n]\n"
+    assert "+    ('semilearn.algorithms', ['fixmatch', 'multimatch', 'rsmatch'])," in \
+        (checkout / export_usb.DIFF_NAME).read_text()
+
+
 def test_bad_usb_root_is_one_error_line_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     assert export_usb.cli(["--out", str(out), "--usb-root", str(tmp_path / "nowhere")]) == 2
@@ -120,6 +133,9 @@ def test_export_fails_when_a_needed_plugin_module_is_not_vendored(monkeypatch, t
 def test_check_no_plugin_imports_names_the_leftover():
     with pytest.raises(rewrite.ExportError, match=r"rsmatch\.py:2 imports rsmatch_usb\.heads"):
         rewrite.check_no_plugin_imports({"rsmatch.py": "import torch\nfrom rsmatch_usb.heads import unwrap\n"})
+    with pytest.raises(rewrite.ExportError, match=r"hooks\.py:3 imports data_tools\.usb"):
+        rewrite.check_no_plugin_imports({"hooks.py": '"""Reads data_tools.usb flags."""\nimport importlib\n'
+                                                     'usb = importlib.import_module("data_tools.usb")\n'})
 
 
 # ---------------------------------------------------------------- registration

@@ -8,6 +8,7 @@ in :data:`VENDORED` become sibling modules inside the exported folder, and any
 other ``rsmatch_usb`` or ``data_tools`` import is an error.
 """
 import ast
+import re
 
 SOURCE_PACKAGE = "rsmatch_usb.algorithms.rsmatch"
 TARGET_PACKAGE = "semilearn.algorithms.rsmatch"
@@ -19,6 +20,7 @@ VENDORED = {
 }
 
 PLUGIN_ROOTS = ("rsmatch_usb", "data_tools")
+_PLUGIN_NAME = re.compile(rf"^(?:{'|'.join(PLUGIN_ROOTS)})(?:\.\w+)*$")
 
 
 class ExportError(Exception):
@@ -116,10 +118,16 @@ def _char_col(line, byte_col):
 
 
 def plugin_imports(source, package, origin):
-    """Every import in ``source`` that still reaches ``rsmatch_usb`` or ``data_tools``: [(line, module)]."""
+    """Every import in ``source`` that still reaches ``rsmatch_usb`` or ``data_tools``: [(line, module)].
+
+    Also a string that is exactly a plugin module name, as passed to
+    ``importlib.import_module`` (docstrings and messages do not match).
+    """
     found = []
     for node in ast.walk(ast.parse(source, filename=origin)):
-        if isinstance(node, ast.ImportFrom):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and _PLUGIN_NAME.match(node.value):
+            found.append((node.lineno, node.value))
+        elif isinstance(node, ast.ImportFrom):
             module = _absolute(node, package)
             if _is_plugin(module):
                 found.append((node.lineno, module))

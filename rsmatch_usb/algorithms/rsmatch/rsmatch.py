@@ -6,7 +6,7 @@ detector trained alongside the classifier, a class-wise synthetic queue
 and a dummy head that learns from the unlabeled samples judged synthetic so
 that they do not pull the real head's decision boundaries. There is no
 official code; every unstated detail is our choice, documented in
-docs/rsmatch.md and configurable below.
+rsmatch-usb's docs/rsmatch.md and configurable below.
 """
 import copy
 
