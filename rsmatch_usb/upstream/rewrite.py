@@ -9,6 +9,7 @@ other ``rsmatch_usb`` or ``data_tools`` import is an error.
 """
 import ast
 import re
+import sys
 
 SOURCE_PACKAGE = "rsmatch_usb.algorithms.rsmatch"
 TARGET_PACKAGE = "semilearn.algorithms.rsmatch"
@@ -134,6 +135,18 @@ def plugin_imports(source, package, origin):
         elif isinstance(node, ast.Import):
             found += [(node.lineno, a.name) for a in node.names if _is_plugin(a.name)]
     return found
+
+
+def imported_packages(sources):
+    """Sorted top-level packages the sources import, leaving out the standard library and relative imports."""
+    roots = set()
+    for source in sources:
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                roots.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Import):
+                roots.update(a.name.split(".")[0] for a in node.names)
+    return sorted(roots - set(sys.stdlib_module_names))
 
 
 def check_no_plugin_imports(files):
