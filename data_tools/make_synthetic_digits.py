@@ -19,7 +19,6 @@ two apart) and exits non-zero when it fails.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+
+from data_tools.diffusion_generator import (build_unet, make_train_scheduler, sample_diffusion,
+                                            to_uint8, train_diffusion)
+from data_tools.synthetic_stats import pixel_features, probe_auroc, real_classifier
 
 NUM_CLASSES = 10
 NULL_CLASS = NUM_CLASSES  # extra class embedding used for unconditional draws
@@ -62,83 +64,6 @@ def upsample(images: np.ndarray, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
 
 
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """Float 0..255 (N, 1, H, W) -> uint8 (N, H, W)."""
-    return x.squeeze(1).round().clamp(0, 255).to(torch.uint8).numpy()
-
-
-# ------------------------------------------------------------------- model
-def build_unet(image_size: int, channels: tuple[int, ...], layers_per_block: int):
-    """A small class-conditional UNet; class ``NULL_CLASS`` means "no class"."""
-    from diffusers import UNet2DModel
-
-    # Group norm needs the group count to divide every width; 8 suits ~1M params.
-    groups = math.gcd(8, *channels)
-    return UNet2DModel(
-        sample_size=image_size,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=channels,
-        layers_per_block=layers_per_block,
-        down_block_types=("DownBlock2D",) * len(channels),
-        up_block_types=("UpBlock2D",) * len(channels),
-        norm_num_groups=groups,
-        num_class_embeds=NUM_CLASSES + 1,
-    )
-
-
-def make_train_scheduler():
-    """The DDPM noise schedule used for training; DDIM sampling reuses its config."""
-    from diffusers import DDPMScheduler
-
-    # The cosine schedule wastes fewer steps on near-pure noise at tiny resolutions.
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
-
-
-def train(model, scheduler, images: torch.Tensor, labels: torch.Tensor, args) -> float:
-    """Train ``model`` in place (ends with its EMA weights); return seconds spent."""
-    from diffusers.optimization import get_cosine_schedule_with_warmup
-    from diffusers.training_utils import EMAModel
-
-    gen = torch.Generator().manual_seed(args.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    lr_sched = get_cosine_schedule_with_warmup(
-        opt, num_warmup_steps=min(100, args.train_steps // 10),
-        num_training_steps=args.train_steps)
-    # EMA warm-up keeps the average useful even for short runs.
-    ema = EMAModel(model.parameters(), decay=0.999, use_ema_warmup=True, power=3 / 4)
-    n = len(images)
-    order, pos = torch.randperm(n, generator=gen), 0
-    model.train()
-    start = time.perf_counter()
-    bar = tqdm(range(args.train_steps), desc="train", mininterval=2.0)
-    for _ in bar:
-        if pos + args.batch_size > n:  # new epoch
-            order, pos = torch.randperm(n, generator=gen), 0
-        idx = order[pos:pos + args.batch_size]
-        pos += args.batch_size
-        x0, c = images[idx], labels[idx]
-        # Label dropout trains the null class (unconditional model) used for
-        # null-class off-class draws and classifier-free guidance.
-        drop = torch.rand(len(c), generator=gen) < args.p_uncond
-        c = torch.where(drop, torch.full_like(c, NULL_CLASS), c)
-        noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(c),), generator=gen)
-        pred = model(scheduler.add_noise(x0, noise, t), t, class_labels=c).sample
-        loss = F.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        lr_sched.step()
-        ema.step(model.parameters())
-        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-    seconds = time.perf_counter() - start
-    ema.copy_to(model.parameters())
-    model.eval()
-    return seconds
-
-
 # ---------------------------------------------------------------- sampling
 def plan_draws(per_class: int, off_share: float, rng: np.random.Generator):
     """Decide, for every image, its filed label, conditioning class and kind.
@@ -160,38 +85,14 @@ def plan_draws(per_class: int, off_share: float, rng: np.random.Generator):
     return tuple(np.asarray(v, dtype=np.int64)[perm] for v in (labels, drawn, kind))
 
 
-@torch.no_grad()
 def sample(model, train_scheduler, drawn_class: np.ndarray, args) -> np.ndarray:
     """DDIM-sample one image per entry of ``drawn_class``; return uint8 (N, S, S)."""
-    from diffusers import DDIMScheduler
-
-    ddim = DDIMScheduler.from_config(train_scheduler.config)
-    ddim.set_timesteps(args.sample_steps)
-    gen = torch.Generator().manual_seed(args.seed + 1)
-    size = model.config.sample_size
-    out = []
-    classes = torch.from_numpy(drawn_class)
-    for start in tqdm(range(0, len(classes), args.sample_batch), desc="sample"):
-        c = classes[start:start + args.sample_batch]
-        x = torch.randn((len(c), 1, size, size), generator=gen)
-        for t in ddim.timesteps:
-            if args.guidance_scale == 1.0:
-                eps = model(x, t, class_labels=c).sample
-            else:  # classifier-free guidance against the null class
-                both = model(torch.cat([x, x]), t,
-                             class_labels=torch.cat([c, torch.full_like(c, NULL_CLASS)])).sample
-                cond, uncond = both.chunk(2)
-                eps = uncond + args.guidance_scale * (cond - uncond)
-            x = ddim.step(eps, t, x, eta=0.0).prev_sample
-        out.append(to_uint8((x.clamp(-1, 1) + 1) * 127.5))
-    return np.concatenate(out)
+    return sample_diffusion(model, train_scheduler, drawn_class, steps=args.sample_steps, seed=args.seed + 1,
+                            batch=args.sample_batch, null_class=NULL_CLASS,
+                            guidance_scale=args.guidance_scale, sampler="ddim")
 
 
 # -------------------------------------------------------------- acceptance
-def _features(images: np.ndarray) -> np.ndarray:
-    return images.reshape(len(images), -1).astype(np.float32) / 255.0
-
-
 def _histogram_features(images: np.ndarray, bins: int = 32) -> np.ndarray:
     flat = images.reshape(len(images), -1)
     return np.stack([np.bincount(row // (256 // bins), minlength=bins) for row in flat]) / flat.shape[1]
@@ -199,35 +100,22 @@ def _histogram_features(images: np.ndarray, bins: int = 32) -> np.ndarray:
 
 def acceptance(real_train, y_train, real_test, y_test, synth, labels, drawn, kind, seed):
     """Compute the acceptance figures (see ``main``); all images uint8 (N, S, S)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import train_test_split
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     res = {}
     # (a) Does a classifier of real digits see the intended digit?
-    clf = LogisticRegression(max_iter=3000, C=0.1)
-    clf.fit(_features(real_train), y_train)
-    res["real_test_acc"] = float((clf.predict(_features(real_test)) == y_test).mean())
-    pred = clf.predict(_features(synth))
+    clf = real_classifier(real_train, y_train)
+    res["real_test_acc"] = float((clf.predict(pixel_features(real_test)) == y_test).mean())
+    pred = clf.predict(pixel_features(synth))
     for name, k in (("on", KIND_ON), ("wrong", KIND_WRONG), ("null", KIND_NULL)):
         m = kind == k
         res[f"{name}_as_label"] = float((pred[m] == labels[m]).mean()) if m.any() else float("nan")
     m = kind == KIND_WRONG
     res["wrong_as_drawn"] = float((pred[m] == drawn[m]).mean()) if m.any() else float("nan")
 
-    # (b) Can real and synthetic images be told apart? Half of each side trains a
-    # pixel + intensity-histogram detector, the other half is held out.
-    x = np.concatenate([real_train, synth])
-    is_synth = np.r_[np.zeros(len(real_train)), np.ones(len(synth))]
-    strata = np.r_[y_train, labels + NUM_CLASSES]
-    feats = np.hstack([_features(x), _histogram_features(x)])
-    tr, te = train_test_split(np.arange(len(x)), test_size=0.5, stratify=strata, random_state=seed)
-    for name, f in (("auroc_pixels", _features(x)), ("auroc", feats)):
-        det = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.1))
-        det.fit(f[tr], is_synth[tr])
-        res[name] = float(roc_auc_score(is_synth[te], det.predict_proba(f[te])[:, 1]))
+    # (b) Can real and synthetic images be told apart? A pixel + intensity-histogram
+    # detector, trained on half of each side and scored on the other half.
+    for name, feats in (("auroc_pixels", pixel_features),
+                        ("auroc", lambda x: np.hstack([pixel_features(x), _histogram_features(x)]))):
+        res[name] = probe_auroc(feats(real_train), feats(synth), y_train, labels, seed)
     return res
 
 
@@ -341,7 +229,9 @@ def main(argv=None) -> int:
           f"UNet2DModel {n_params / 1e6:.2f}M params, {torch.get_num_threads()} threads")
 
     scheduler = make_train_scheduler()
-    train_s = train(model, scheduler, train_up / 127.5 - 1.0, torch.from_numpy(y_train), args)
+    train_s = train_diffusion(model, scheduler, train_up / 127.5 - 1.0, torch.from_numpy(y_train),
+                              train_steps=args.train_steps, batch_size=args.batch_size, lr=args.lr,
+                              p_uncond=args.p_uncond, seed=args.seed, null_class=NULL_CLASS)
 
     labels, drawn, kind = plan_draws(args.per_class, args.off_class_share,
                                      np.random.default_rng(args.seed))

@@ -1,0 +1,388 @@
+"""Generate the bundled synthetic Fashion-MNIST sets (several generators) for the RS-SSL fashion benchmark.
+
+The paper contaminates the unlabeled set with images from several generators.
+This script makes three offline, CPU-only sources, each trained from scratch on
+the Fashion-MNIST generator split only (``fashion_mnist.generator_split``:
+1,000 training images per class, disjoint from the SSL pool and the test split):
+
+- ``ddim25``: a class-conditional diffusers ``UNet2DModel`` sampled with
+  25 DDIM steps (many-step, as Stable Diffusion is used);
+- ``dpmsolver4``: the same model sampled with 4 DPM-Solver++ steps (few-step,
+  as SDXL-Lightning is used);
+- ``cgan``: a class-conditional DCGAN (``data_tools.conditional_gan``).
+
+Each source is plain class-conditional sampling, ``--per-class`` images per
+class, saved as ``<out-dir>/fashion_<source>.npz``. Then, per source, it
+measures the share a real-image classifier assigns to the intended class and a
+pixel probe's real-vs-synthetic AUROC, writes them to ``--stats`` and draws a
+contact sheet. Training is checkpointed in ``--work-dir``: rerunning the same
+command continues a killed run.
+
+    python -m data_tools.make_synthetic_fashion --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data_tools import fashion_mnist
+from data_tools.conditional_gan import Discriminator, Generator, sample_cgan, train_cgan
+from data_tools.diffusion_generator import build_unet, make_train_scheduler, sample_diffusion, train_diffusion
+from data_tools.synthetic_stats import pixel_features, probe_auroc, real_classifier
+
+NUM_CLASSES = len(fashion_mnist.CLASS_NAMES)
+NULL_CLASS = NUM_CLASSES
+
+_PKG_DIR = Path(__file__).resolve().parent
+_REPO_DIR = _PKG_DIR.parent
+DEFAULT_OUT_DIR = _PKG_DIR / "bundled"
+DEFAULT_SHEET_DIR = _REPO_DIR / "docs"
+DEFAULT_STATS = _REPO_DIR / "docs" / "results" / "fashion_synthetic_stats.json"
+DEFAULT_WORK_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rsmatch-usb" / "make_synthetic_fashion"
+
+
+def source_names(args) -> dict[str, str]:
+    """Source key (``--sources``) -> source name used in file names and metadata."""
+    return {"many": f"ddim{args.many_steps}", "few": f"dpmsolver{args.few_steps}", "gan": "cgan"}
+
+
+def npz_path(out_dir: Path, name: str) -> Path:
+    return out_dir / f"fashion_{name}.npz"
+
+
+def sheet_path(sheet_dir: Path, name: str) -> Path:
+    return sheet_dir / f"synthetic_fashion_{name}.png"
+
+
+# --------------------------------------------------------------------- data
+def load_generator_split(data_dir=None, max_per_class: int | None = None):
+    """Training images reserved for the generators: uint8 (N, 28, 28), int64 labels.
+
+    ``max_per_class`` keeps only the first images of each class (for smoke tests).
+    """
+    images, labels = fashion_mnist.load_split("train", data_dir)
+    idx = fashion_mnist.generator_split(labels)
+    if max_per_class is not None:
+        idx = np.sort(np.concatenate([idx[labels[idx] == c][:max_per_class] for c in range(NUM_CLASSES)]))
+    return images[idx], labels[idx]
+
+
+def to_unit_range(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float (N, 1, 28, 28) in [-1, 1], the generators' input scale."""
+    return torch.from_numpy(images).float().unsqueeze(1) / 127.5 - 1.0
+
+
+def plan_labels(per_class: int, seed: int) -> np.ndarray:
+    """``per_class`` labels of each class in a seeded random order, so any prefix is about balanced."""
+    return np.random.default_rng(seed).permutation(np.repeat(np.arange(NUM_CLASSES, dtype=np.int64), per_class))
+
+
+def checkpoint_path(work_dir: Path, family: str, config: dict) -> Path:
+    """A checkpoint file named after a hash of everything that shapes training, so changed
+    settings never resume a stale run."""
+    key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    return work_dir / f"{family}-{key}.pt"
+
+
+# ------------------------------------------------------------- generators
+def diffusion_model(args, images, labels):
+    """Train (or resume, or reload) the class-conditional UNet; return (model, scheduler, info)."""
+    config = {"channels": list(args.channels), "layers_per_block": args.layers_per_block,
+              "train_steps": args.diffusion_train_steps, "batch_size": args.batch_size, "lr": args.lr,
+              "p_uncond": args.p_uncond, "seed": args.seed, "n_train": len(images)}
+    torch.manual_seed(args.seed)  # model initialisation
+    model = build_unet(28, args.channels, args.layers_per_block, NUM_CLASSES)
+    scheduler = make_train_scheduler()
+    ckpt = checkpoint_path(args.work_dir, "diffusion", config)
+    seconds = train_diffusion(model, scheduler, to_unit_range(images), torch.from_numpy(labels),
+                              train_steps=args.diffusion_train_steps, batch_size=args.batch_size,
+                              lr=args.lr, p_uncond=args.p_uncond, seed=args.seed, null_class=NULL_CLASS,
+                              checkpoint=ckpt)
+    n_params = sum(p.numel() for p in model.parameters())
+    return model, scheduler, {"params": n_params, "train_seconds_this_run": seconds, "checkpoint": str(ckpt)}
+
+
+def gan_model(args, images, labels):
+    """Train (or resume, or reload) the conditional DCGAN; return (generator net, info)."""
+    config = {"z_dim": args.gan_z_dim, "width": args.gan_width, "train_steps": args.gan_train_steps,
+              "batch_size": args.gan_batch_size, "lr": args.gan_lr, "seed": args.seed, "n_train": len(images)}
+    torch.manual_seed(args.seed + 3)  # model initialisation
+    gen_net = Generator(NUM_CLASSES, args.gan_z_dim, args.gan_width)
+    disc = Discriminator(NUM_CLASSES, args.gan_width)
+    ckpt = checkpoint_path(args.work_dir, "cgan", config)
+    seconds = train_cgan(gen_net, disc, to_unit_range(images), torch.from_numpy(labels),
+                         train_steps=args.gan_train_steps, batch_size=args.gan_batch_size, lr=args.gan_lr,
+                         seed=args.seed + 3, checkpoint=ckpt)
+    n_params = sum(p.numel() for p in gen_net.parameters())
+    return gen_net, {"params": n_params, "train_seconds_this_run": seconds, "checkpoint": str(ckpt)}
+
+
+def make_source(key: str, name: str, model, args) -> tuple[np.ndarray, np.ndarray, float]:
+    """Sample ``--per-class`` images per class from one source; return (images, labels, seconds)."""
+    labels = plan_labels(args.per_class, args.seed)
+    start = time.perf_counter()
+    if key == "gan":
+        images = sample_cgan(model, labels, seed=args.seed + 4, batch=args.sample_batch)
+    else:
+        unet, scheduler = model
+        steps, sampler, seed = ((args.many_steps, "ddim", args.seed + 1) if key == "many"
+                                else (args.few_steps, "dpmsolver", args.seed + 2))
+        images = sample_diffusion(unet, scheduler, labels, steps=steps, seed=seed, batch=args.sample_batch,
+                                  null_class=NULL_CLASS, guidance_scale=args.guidance_scale,
+                                  sampler=sampler, desc=f"sample {name}")
+    return images, labels, time.perf_counter() - start
+
+
+def write_source(path: Path, images, labels, name: str, key: str, args, seconds: float) -> None:
+    steps = {"many": args.many_steps, "few": args.few_steps, "gan": 1}[key]
+    generator = ("conditional-DCGAN" if key == "gan"
+                 else f"diffusers-UNet2DModel-{name}" + (f"-cfg{args.guidance_scale:g}"
+                                                         if args.guidance_scale != 1.0 else ""))
+    train_steps = args.gan_train_steps if key == "gan" else args.diffusion_train_steps
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path, images=images, labels=labels, generator=np.str_(generator), source=np.str_(name),
+        steps=np.int64(steps), seed=np.int64(args.seed), train_steps=np.int64(train_steps),
+        guidance_scale=np.float64(args.guidance_scale if key != "gan" else 1.0),
+        image_size=np.int64(28), generator_split_per_class=np.int64(fashion_mnist.GENERATOR_PER_CLASS),
+        sample_seconds=np.float64(round(seconds, 1)))
+
+
+# --------------------------------------------------------------- statistics
+def measure(args, names, outputs, images, labels, timing) -> dict:
+    """Per-source figures: counts per class, intended-class share, probe AUROC, timings.
+
+    The real classifier is trained on the whole generator split and its accuracy
+    is measured on the test split (used for this figure only). The probe compares
+    each source with ``--per-class`` real images per class from the generator split.
+    """
+    test_images, test_labels = fashion_mnist.load_split("test", args.data_dir)
+    start = time.perf_counter()
+    clf = real_classifier(images, labels)
+    result = {
+        "real_classifier": {
+            "model": "sklearn LogisticRegression(C=0.1) on raw pixels / 255",
+            "trained_on": f"generator split, {len(images)} images",
+            "test_accuracy": round(float((clf.predict(pixel_features(test_images)) == test_labels).mean()), 4),
+            "fit_seconds": round(time.perf_counter() - start, 1)},
+        "probe": "held-out AUROC of sklearn StandardScaler + LogisticRegression(C=0.1) on raw pixels, "
+                 "real (generator split) vs synthetic, trained on half of each side, scored on the other half",
+        "sources": {}}
+    rng = np.random.default_rng(args.seed)
+    real_idx = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:args.per_class]
+                               for c in range(NUM_CLASSES)])
+    for key in args.sources:
+        with np.load(outputs[key][0]) as z:
+            bundle = {k: z[k] for k in z.files}
+        synth, synth_labels = bundle["images"], bundle["labels"]
+        pred = clf.predict(pixel_features(synth))
+        hit = pred == synth_labels
+        result["sources"][names[key]] = {
+            "file": f"fashion_{names[key]}.npz",
+            "generator": str(bundle["generator"]),
+            "sampler_steps": int(bundle["steps"]),
+            "train_steps": int(bundle["train_steps"]),
+            "guidance_scale": float(bundle["guidance_scale"]),
+            "images": int(len(synth)),
+            "images_per_class": np.bincount(synth_labels, minlength=NUM_CLASSES).tolist(),
+            "intended_class_share": round(float(hit.mean()), 4),
+            "intended_class_share_per_class": [round(float(hit[synth_labels == c].mean()), 4)
+                                               for c in range(NUM_CLASSES)],
+            "probe_auroc": round(probe_auroc(pixel_features(images[real_idx]), pixel_features(synth),
+                                             labels[real_idx], synth_labels, args.seed), 4),
+            "sample_seconds": float(bundle["sample_seconds"]),
+            "file_mb": round(outputs[key][0].stat().st_size / 1e6, 2)}
+        draw_sheet(outputs[key][1], synth, synth_labels, images, labels, names[key], str(bundle["generator"]))
+    result["timing_seconds"] = timing
+    result["command"] = args.command
+    result["machine"] = f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}, " \
+                        f"{args.threads} torch thread(s)"
+    return result
+
+
+def draw_sheet(path: Path, synth, synth_labels, real, real_labels, name: str, generator: str,
+               n_syn: int = 10, n_real: int = 3) -> None:
+    """One row per class: ``n_syn`` synthetic images, a gap, ``n_real`` real generator-split images."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size, pad = 28, 2
+    cell, cols = size + pad, n_syn + 1 + n_real
+    mosaic = np.full((NUM_CLASSES * cell + pad, cols * cell + pad), 255, np.uint8)
+    for c in range(NUM_CLASSES):
+        tiles = list(enumerate(synth[synth_labels == c][:n_syn]))
+        tiles += [(n_syn + 1 + j, img) for j, img in enumerate(real[real_labels == c][:n_real])]
+        for col, img in tiles:
+            r0, c0 = pad + c * cell, pad + col * cell
+            mosaic[r0:r0 + size, c0:c0 + size] = img
+    fig, ax = plt.subplots(figsize=(cols * 0.5 + 1.6, NUM_CLASSES * 0.5 + 0.8))
+    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_yticks([pad + c * cell + size / 2 for c in range(NUM_CLASSES)])
+    ax.set_yticklabels(fashion_mnist.CLASS_NAMES, fontsize=7)
+    ax.set_xticks([pad + n_syn * cell / 2, pad + (n_syn + 1 + n_real / 2) * cell])
+    ax.set_xticklabels([f"synthetic ({name})", "real (generator split)"], fontsize=7)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(f"fashion_{name}.npz: {generator}, first {n_syn} images filed under each class", fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def write_stats(args, names, outputs, images, labels, timing) -> None:
+    """Measure the sources made and merge them into ``--stats`` (other sources' entries are kept)."""
+    result = measure(args, names, outputs, images, labels, timing)
+    old = json.loads(args.stats.read_text()) if args.stats.exists() else {}
+    sources = {**old.get("sources", {}), **result["sources"]}
+    merged = {**old, **result, "sources": dict(sorted(sources.items()))}
+    args.stats.parent.mkdir(parents=True, exist_ok=True)
+    args.stats.write_text(json.dumps(merged, indent=2) + "\n")
+    print(f"real classifier (logistic regression on the generator split): test accuracy "
+          f"{result['real_classifier']['test_accuracy']:.3f}")
+    for name, r in result["sources"].items():
+        print(f"{name}: {r['images']} images ({r['images_per_class'][0]} per class), intended class "
+              f"{r['intended_class_share']:.3f}, probe AUROC {r['probe_auroc']:.3f}, "
+              f"sampled in {r['sample_seconds']:.0f} s")
+    print(f"wrote {args.stats} and {', '.join(str(outputs[k][1]) for k in args.sources)}")
+
+
+# ---------------------------------------------------------------------- CLI
+SOURCE_KEYS = ("many", "few", "gan")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        prog="python -m data_tools.make_synthetic_fashion",
+        description="Train a class-conditional diffusion model and a conditional DCGAN on the Fashion-MNIST "
+                    "generator split and write the bundled synthetic sets (diffusion sampled many-step and "
+                    "few-step, and the GAN), their statistics and contact sheets.")
+    p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR,
+                   help="folder of the fashion_<source>.npz files (default: %(default)s)")
+    p.add_argument("--sheet-dir", type=Path, default=DEFAULT_SHEET_DIR,
+                   help="folder of the synthetic_fashion_<source>.png contact sheets (default: %(default)s)")
+    p.add_argument("--stats", type=Path, default=DEFAULT_STATS,
+                   help="JSON file of the per-source statistics; entries of the sources made are replaced "
+                        "(default: %(default)s)")
+    p.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR,
+                   help="training checkpoints, so a killed run continues (default: %(default)s)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder holding fashion_mnist/ (default: the Debian package's location)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing .npz files and contact sheets")
+    p.add_argument("--sources", default="many,few,gan",
+                   help="comma-separated subset of many (DDIM), few (DPM-Solver) and gan (default: all)")
+    p.add_argument("--train-only", action="store_true",
+                   help="only train (or finish training) the generators of --sources, write nothing else")
+    p.add_argument("--stats-only", action="store_true",
+                   help="only measure the existing .npz files of --sources and draw their contact sheets")
+    p.add_argument("--no-stats", action="store_true", help="write the .npz files but skip the statistics")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-class", type=int, default=400, help="synthetic images per class and source")
+    p.add_argument("--max-train-per-class", type=int, default=None,
+                   help="use only this many generator-split images per class (smoke tests)")
+    # diffusion
+    p.add_argument("--channels", default="16,32,64", help="UNet block widths, comma separated (0.64M parameters)")
+    p.add_argument("--layers-per-block", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=32, help="diffusion training batch")
+    p.add_argument("--diffusion-train-steps", type=int, default=1000,
+                   help="optimizer steps of the diffusion model (a count, not a time budget, "
+                        "keeps runs reproducible)")
+    p.add_argument("--lr", type=float, default=2e-3, help="diffusion learning rate")
+    p.add_argument("--p-uncond", type=float, default=0.1,
+                   help="share of diffusion training labels replaced by the null class")
+    p.add_argument("--many-steps", type=int, default=25, help="DDIM steps of the many-step source")
+    p.add_argument("--few-steps", type=int, default=4, help="DPM-Solver++ steps of the few-step source")
+    p.add_argument("--guidance-scale", type=float, default=1.0,
+                   help="classifier-free guidance scale (1 = plain conditional sampling)")
+    # GAN
+    p.add_argument("--gan-train-steps", type=int, default=2000)
+    p.add_argument("--gan-batch-size", type=int, default=64)
+    p.add_argument("--gan-lr", type=float, default=2e-4)
+    p.add_argument("--gan-z-dim", type=int, default=64)
+    p.add_argument("--gan-width", type=int, default=32, help="channels of the GAN's last hidden layer")
+    p.add_argument("--sample-batch", type=int, default=250)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads; one avoids thread thrashing on shared cores")
+    args = p.parse_args(argv)
+    args.command = " ".join([p.prog, *(sys.argv[1:] if argv is None else argv)])
+    try:
+        args.channels = tuple(int(v) for v in args.channels.split(","))
+    except ValueError:
+        p.error(f"--channels must be comma-separated integers, got {args.channels!r}")
+    args.sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+    unknown = sorted(set(args.sources) - set(SOURCE_KEYS))
+    if unknown or not args.sources:
+        p.error(f"--sources takes a comma-separated subset of {','.join(SOURCE_KEYS)}, got {unknown or 'nothing'}")
+    if args.train_only and args.stats_only:
+        p.error("--train-only and --stats-only exclude each other")
+    for name in ("per_class", "batch_size", "gan_batch_size", "diffusion_train_steps", "many_steps", "few_steps",
+                 "gan_train_steps", "sample_batch", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    names = source_names(args)
+    outputs = {k: (npz_path(args.out_dir, names[k]), sheet_path(args.sheet_dir, names[k])) for k in args.sources}
+    if not args.train_only and not args.overwrite:
+        existing = [str(p) for k in args.sources for p in outputs[k] if p.exists()
+                    and not (args.stats_only and p.suffix == ".npz")]
+        if existing:
+            print(f"error: {', '.join(existing)} already exists; pass --overwrite to replace it", file=sys.stderr)
+            return 1
+    if args.stats_only:
+        missing = [str(outputs[k][0]) for k in args.sources if not outputs[k][0].exists()]
+        if missing:
+            print(f"error: {', '.join(missing)} missing; run without --stats-only to make it", file=sys.stderr)
+            return 1
+
+    torch.set_num_threads(args.threads)
+    images, labels = load_generator_split(args.data_dir, args.max_train_per_class)
+    print(f"generator split: {len(images)} Fashion-MNIST training images "
+          f"(disjoint from the SSL pool and the test split); {torch.get_num_threads()} torch threads", flush=True)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    timing = {}
+    if not args.stats_only:
+        models = {}
+        if {"many", "few"} & set(args.sources):
+            unet, scheduler, info = diffusion_model(args, images, labels)
+            print(f"diffusion UNet {info['params'] / 1e6:.2f}M params: trained "
+                  f"{args.diffusion_train_steps} steps ({info['train_seconds_this_run']:.0f} s in this run)",
+                  flush=True)
+            models.update(many=(unet, scheduler), few=(unet, scheduler))
+            timing["diffusion_train_seconds_this_run"] = round(info["train_seconds_this_run"], 1)
+        if "gan" in args.sources:
+            gen_net, info = gan_model(args, images, labels)
+            print(f"conditional DCGAN generator {info['params'] / 1e6:.2f}M params: trained "
+                  f"{args.gan_train_steps} steps ({info['train_seconds_this_run']:.0f} s in this run)", flush=True)
+            models["gan"] = gen_net
+            timing["gan_train_seconds_this_run"] = round(info["train_seconds_this_run"], 1)
+        if args.train_only:
+            return 0
+        for key in args.sources:
+            synth, synth_labels, seconds = make_source(key, names[key], models[key], args)
+            write_source(outputs[key][0], synth, synth_labels, names[key], key, args, seconds)
+            timing[f"{names[key]}_sample_seconds"] = round(seconds, 1)
+            print(f"wrote {outputs[key][0]} ({outputs[key][0].stat().st_size / 1e6:.2f} MB, {len(synth)} images, "
+                  f"sampled in {seconds:.0f} s)", flush=True)
+    if args.no_stats:
+        return 0
+    write_stats(args, names, outputs, images, labels, timing)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
