@@ -21,6 +21,9 @@ def tiny_config(tmp_path, name="run", **overrides):
                num_train_iter=2, num_eval_iter=2, num_log_iter=1, epoch=1, ema_m=0.0, lr=0.03,
                save_dir=str(tmp_path / "runs"), save_name=name, num_workers=0, seed=0, device="cpu")
     cfg.update(overrides)
+    if cfg["algorithm"] == "dash":
+        # Dash first trains on labeled data alone for num_wu_iter (2,048) iterations.
+        cfg.setdefault("num_wu_iter", 2)
     return cfg
 
 

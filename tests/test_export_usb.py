@@ -213,6 +213,8 @@ def test_table_round_trips_usb_config_text(tmp_path):
 
 
 # ---------------------------------------------------------------- USB without the plugin
+@pytest.mark.multiprocess
+@pytest.mark.timeout(660)
 def test_exported_rsmatch_trains_in_a_usb_copy_without_the_plugin(exported, tmp_path):
     usb = tmp_path / "usb"
     installed = Path(importlib.util.find_spec("semilearn").origin).parent

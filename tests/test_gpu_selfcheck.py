@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import REPO
@@ -40,6 +41,8 @@ def test_a_failing_check_does_not_hide_the_others(tmp_path):
     assert "budget" in checker.rows[3]["detail"]
 
 
+@pytest.mark.multiprocess
+@pytest.mark.timeout(1560)
 def test_end_to_end_on_the_cpu(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, SCRIPT, "--out", str(out), "--allow-cpu", "--net", "resnet_micro", "--img-size", "16",

@@ -224,6 +224,8 @@ def test_trains_on_contaminated_digits_and_saves_a_plain_backbone(tmp_path):
     assert acc == pytest.approx(best_acc, abs=1e-4)
 
 
+@pytest.mark.multiprocess
+@pytest.mark.timeout(660)
 def test_two_process_gloo_ddp_keeps_detector_and_queue_in_sync(tmp_path):
     cfg = rsmatch_config(tmp_path, name="ddp", world_size=2, multiprocessing_distributed=True, batch_size=8,
                          num_train_iter=4, num_eval_iter=4, queue_size=4, queue_min_fill=0, queue_min_score=0.0)

@@ -106,6 +106,7 @@ def _ddp_worker(rank, port, out_dir):
     dist.destroy_process_group()
 
 
+@pytest.mark.multiprocess
 def test_ddp_ranks_hold_identical_queues(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

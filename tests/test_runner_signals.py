@@ -45,6 +45,7 @@ def _wait(condition, timeout):
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the training child through /proc")
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.multiprocess
 def test_signal_to_runner_stops_its_training(tmp_path, signum):
     # A run that would train for hours: only the signal can end it.
     cfg = tiny_config(tmp_path, name="long", num_train_iter=10 ** 6, num_eval_iter=10 ** 6)

@@ -74,6 +74,7 @@ if not torch.cuda.is_available():
 
 
 @pytest.mark.parametrize("overrides,message", BAD_INPUTS)
+@pytest.mark.multiprocess
 def test_bad_input_is_one_error_line(tmp_path, overrides, message):
     cfg = tiny_config(tmp_path, **overrides)
     path = write_config(tmp_path, cfg)
@@ -106,6 +107,8 @@ def test_cli_flag_overrides_config(tmp_path):
     assert args.thresh_warmup is True        # the algorithm's own get_argument() defaults are there
 
 
+@pytest.mark.multiprocess
+@pytest.mark.timeout(660)
 def test_two_process_gloo_ddp_keeps_ranks_in_sync(tmp_path):
     cfg = tiny_config(tmp_path, name="ddp", world_size=2, multiprocessing_distributed=True,
                       dist_backend="nccl", batch_size=8, num_train_iter=3, num_eval_iter=3)
