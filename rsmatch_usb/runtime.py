@@ -4,8 +4,9 @@ semilearn 0.3.2 assumes CUDA throughout. Rather than forking it, the train
 command (or an explicit call to :func:`activate`) installs the small set of
 adaptations below; importing :mod:`rsmatch_usb` patches nothing. Every change
 is listed in :func:`activate` with the reason it is needed. On CUDA only the
-dataset hook and the final-checkpoint fix are installed, so USB's GPU path
-(single GPU, DDP with NCCL) is USB's own.
+dataset hook, the final-checkpoint fix and a GradScaler that resumes from a
+CPU checkpoint are installed, so USB's GPU path (single GPU, DDP with NCCL)
+is otherwise USB's own.
 """
 import contextlib
 import time
@@ -41,8 +42,26 @@ def _tensor_to_cpu(self, device=None, non_blocking=False, **kwargs):
     return self.to("cpu")
 
 
-def _disabled_grad_scaler(*args, **kwargs):
-    return torch.amp.GradScaler("cpu", enabled=False)
+class ResumableGradScaler(torch.amp.GradScaler):
+    """USB's GradScaler, which also resumes from the empty state of a disabled scaler.
+
+    A run on the CPU (or any disabled scaler) saves ``loss_scaler: {}``; torch's
+    ``load_state_dict`` refuses that on an enabled scaler, so resuming a
+    CPU-written checkpoint on CUDA failed. Empty state means "no scale learnt
+    yet": the scaler keeps its fresh initial scale.
+    """
+
+    def load_state_dict(self, state_dict):
+        if not state_dict:
+            return
+        super().load_state_dict(state_dict)
+
+
+def _grad_scaler_factory(device):
+    """What AlgorithmBase's ``GradScaler()`` builds: enabled on CUDA (USB's), disabled on the CPU."""
+    def grad_scaler(*args, **kwargs):
+        return ResumableGradScaler(device, enabled=device == "cuda")
+    return grad_scaler
 
 
 def _after_run_recording_completed_iterations(original):
@@ -80,8 +99,23 @@ def resolve_device(requested):
     return requested
 
 
+def _restore(owner, name):
+    original = _ORIGINALS.pop((owner, name), None)
+    if original is not None:
+        setattr(owner, name, original)
+
+
+# The adaptations installed on the CPU only; activate('cuda') removes them again.
+_CPU_ONLY = ((torch.Tensor, "cuda"), (torch.cuda, "Event"), (torch.cuda, "synchronize"))
+
+
 def activate(device):
-    """Install the adaptations for ``device`` ('cpu' or 'cuda'); idempotent."""
+    """Install the adaptations for ``device`` ('cpu' or 'cuda'); idempotent.
+
+    Switching device in one process (a notebook, a library user) removes the
+    other device's adaptations: after ``activate('cpu')``, ``activate('cuda')``
+    leaves ``Tensor.cuda`` and the CUDA events as torch defines them.
+    """
     import semilearn.core.algorithmbase as algorithmbase
     from semilearn.core.hooks import EvaluationHook
 
@@ -95,6 +129,12 @@ def activate(device):
         _patch(EvaluationHook, "after_run", _after_run_recording_completed_iterations(EvaluationHook.after_run))
     if device == "cpu":
         activate_cpu()
+    else:
+        # On CUDA AlgorithmBase's GradScaler is enabled (USB's); ours also resumes
+        # from a checkpoint that a disabled (CPU) scaler wrote.
+        _patch(algorithmbase, "GradScaler", _grad_scaler_factory("cuda"))
+        for owner, name in _CPU_ONLY:
+            _restore(owner, name)
 
 
 def activate_cpu():
@@ -115,7 +155,7 @@ def activate_cpu():
     # ParamUpdateHook and Dash synchronize the (absent) device around each step.
     _patch(torch.cuda, "synchronize", lambda *a, **k: None)
     # AlgorithmBase always builds an enabled CUDA GradScaler; on CPU it only warns.
-    _patch(algorithmbase, "GradScaler", _disabled_grad_scaler)
+    _patch(algorithmbase, "GradScaler", _grad_scaler_factory("cpu"))
 
 
 def deactivate():

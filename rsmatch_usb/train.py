@@ -158,7 +158,9 @@ def main_worker(local_rank, procs_per_node, args):
     runtime.activate(args.device)
     args.gpu = local_rank if args.device == "cuda" else None
     _seed_everything(args.seed)
+    # USB's settings: cuDNN picks deterministic kernels, autotuned for the run's shapes.
     torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = True
 
     if args.distributed:
         if args.multiprocessing_distributed:

@@ -203,9 +203,15 @@ class RSMatch(ExtraHeadsMixin, AlgorithmBase):
     # ------------------------------------------------------------------ detector
     @torch.no_grad()
     def detector_scores(self, x):
-        """P(synthetic) per image, from the EMA detector in eval mode (running BatchNorm statistics)."""
+        """P(synthetic) per image, from the EMA detector in eval mode (running BatchNorm statistics).
+
+        In fp32 even inside the train step's autocast (``amp: True``): in fp16 the
+        sigmoid rounds to 1.0 from a logit of about 8, and the queue's top-Q
+        choice would then pick among ties by position.
+        """
         self.detector_ema.eval()
-        return torch.sigmoid(self.detector_ema(x.float()))
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return torch.sigmoid(self.detector_ema(x.float()))
 
     @torch.no_grad()
     def update_detector_ema(self, x):
