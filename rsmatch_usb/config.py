@@ -3,15 +3,26 @@
 Precedence: parser defaults < YAML file (``--c``) < flags given on the command
 line. (USB's train.py lets the YAML override explicit flags; here an explicit
 flag wins, so a grid runner can redirect ``save_dir`` without editing configs.)
-Keys in the YAML that no parser knows are kept on ``args`` as USB does.
+
+A key or flag no parser knows is an error naming the closest known key
+(USB's train.py keeps YAML keys silently, so ``synthetic_ration: 1.0`` trained
+on clean data). Known are: train.py's and the plugin's keys, those of every
+registered algorithm's ``get_argument()`` (USB's configs also carry keys of
+other algorithms, e.g. ``p_cutoff`` for Dash), and :data:`USB_UNPARSED_KEYS`.
 """
 import argparse
+import difflib
 import os
 
 from ruamel.yaml import YAML, YAMLError
 from semilearn.algorithms.utils import str2bool
 
 from .errors import UserError
+
+# Keys that semilearn 0.3.2's own config/ files set but neither its train.py nor
+# any algorithm's get_argument() defines (USB ignores them): accepted, so every
+# USB config loads unchanged.
+USB_UNPARSED_KEYS = frozenset({"clip", "dist_align_target", "simis_la"})
 
 
 def load_yaml(path):
@@ -23,6 +34,11 @@ def load_yaml(path):
             data = YAML(typ="safe", pure=True).load(f)
     except YAMLError as exc:
         raise UserError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]}); fix its syntax") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not a UTF-8 text file (a binary file?); give the path of a "
+                        "YAML config") from None
+    except OSError as exc:
+        raise UserError(f"config file {path} cannot be read ({exc.strerror}); check the --c path") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -103,7 +119,46 @@ def base_parser():
     p.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to train: auto (CUDA if visible), cpu, or cuda")
     p.add_argument("--c", type=str, default="", help="USB YAML config file")
+    p.add_argument("--benchmark_label", type=str, default=None,
+                   help="the benchmark row a config belongs to (benchmark_configs); not read by training")
     return p
+
+
+def known_keys(parser):
+    """Every key a config may set: ``parser``'s, every registered algorithm's, and :data:`USB_UNPARSED_KEYS`."""
+    from semilearn.core.utils import ALGORITHMS, IMB_ALGORITHMS
+
+    known = {a.dest for a in parser._actions} - {"help"}
+    for registry in (ALGORITHMS, IMB_ALGORITHMS):
+        for name in registry.keys():
+            known |= {a.name.lstrip("-").replace("-", "_") for a in registry[name].get_argument()}
+    return known | USB_UNPARSED_KEYS
+
+
+def _closest(key, known):
+    match = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+def check_keys(keys, known, where):
+    """A UserError naming the keys in ``keys`` that are not in ``known``, each with its closest known key."""
+    unknown = sorted(set(keys) - set(known))
+    if unknown:
+        named = ", ".join(f"{k}{_closest(k, known)}" for k in unknown)
+        raise UserError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {named}; fix the spelling or "
+                        "remove it (no USB algorithm or rsmatch-usb reads it)")
+
+
+def check_leftover_argv(leftover, known):
+    """A UserError for command-line words the parser did not take (a misspelled ``--flag``); ``known``: its keys."""
+    if not leftover:
+        return
+    word = leftover[0]
+    if not word.startswith("-"):
+        raise UserError(f"unexpected argument {word!r}; flags take the form --key value")
+    key = word.lstrip("-").split("=", 1)[0].replace("-", "_")
+    hint = _closest(key, known).replace("(did you mean ", "(did you mean --")
+    raise UserError(f"unknown flag {word.split('=', 1)[0]}{hint}; see rsmatch-train --help")
 
 
 def get_config(argv=None):
@@ -131,9 +186,12 @@ def get_config(argv=None):
     for argument in extra:
         if argument.name.lstrip("-").replace("-", "_") not in known:
             parser.add_argument(argument.name, type=argument.type, default=argument.default, help=argument.help)
+    check_keys(file_values, known_keys(parser), f"config file {pre.c}")
     # Re-apply the file over the algorithm's own defaults.
     parser.set_defaults(**file_values)
-    args = parser.parse_args(argv)
+    args, leftover = parser.parse_known_args(argv)
+    # Flags are this run's parser's only, as in USB's train.py.
+    check_leftover_argv(leftover, {a.dest for a in parser._actions} - {"help"})
     if args.imb_algorithm == "None":
         args.imb_algorithm = None
     if args.gpu in ("None", "none", ""):
