@@ -8,6 +8,26 @@ from PIL import Image
 
 from rsmatch_usb.errors import UserError
 
+# PIL's modes of 16-bit images (a 16-bit grayscale PNG opens as I;16); "I" is how
+# PIL widens them. Their real range is 0-65535.
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def to_rgb(img, name):
+    """``img`` as an 8-bit RGB image, its values scaled from the range of its mode.
+
+    PIL's ``convert("RGB")`` clips 16-bit values at 255, which turns a 16-bit
+    PNG into a white image; here 0-65535 maps onto 0-255 (x / 257).
+    """
+    if img.mode in _SIXTEEN_BIT_MODES:
+        pixels = np.asarray(img, dtype=np.int64)
+        pixels = np.clip(np.rint(pixels / 257.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(pixels).convert("RGB")
+    if img.mode == "F":
+        raise UserError(f"image {name} holds 32-bit floating-point pixels, whose range is not defined; "
+                        "save it as an 8- or 16-bit PNG")
+    return img.convert("RGB")
+
 
 class ConcatItems(SequenceABC):
     """Several sequences of images (uint8 arrays or path lists) read as one, without copying.
@@ -81,7 +101,7 @@ class ImageSet:
             return Image.fromarray(item).convert("RGB")
         try:
             with Image.open(item) as img:
-                return img.convert("RGB")
+                return to_rgb(img, item)
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot read image {item}: {exc}; remove or replace the file") from None
 

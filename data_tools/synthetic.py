@@ -17,6 +17,7 @@ the images it draws. Every image gets the index of the dataset class it is
 filed under; :class:`ClassMatcher` says how names map.
 """
 import csv
+import difflib
 import os
 import re
 import unicodedata
@@ -33,6 +34,7 @@ from .imageset import ImageSet
 BUNDLED = {"digits": Path(__file__).resolve().parent / "bundled" / "digits_synthetic.npz"}
 BUNDLED_HOW = {"digits": "python -m data_tools.make_synthetic_digits"}
 MANIFEST = "manifest.csv"
+_LISTED_CLASSES = 100  # an error lists every class name of a dataset with at most this many
 
 
 def normalize_name(name):
@@ -81,20 +83,32 @@ class ClassMatcher:
             return int(text)
         return None
 
+    def closest(self, key):
+        """The class name nearest to ``key`` in spelling (difflib), or None."""
+        by_norm = {normalize_name(n): n for n in self.class_names}
+        match = difflib.get_close_matches(normalize_name(key), list(by_norm), n=1, cutoff=0.75)
+        return by_norm[match[0]] if match else None
+
     def describe_failures(self, keys):
-        """One sentence naming unknown and ambiguous keys."""
+        """One sentence naming unknown and ambiguous keys, the close class name of each, and the classes."""
         keys = sorted(set(map(str, keys)))
         ambiguous = [k for k in keys if len(self._by_name.get(normalize_name(k), ())) > 1]
         unknown = [k for k in keys if k not in ambiguous]
         parts = []
         if unknown:
-            parts.append(f"unknown class(es) {', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}")
+            named = []
+            for key in unknown[:10]:
+                near = self.closest(key)
+                named.append(f"{key} (did you mean {near}?)" if near else key)
+            parts.append(f"unknown class(es) {', '.join(named)}{' ...' if len(unknown) > 10 else ''}")
         if ambiguous:
             parts.append(f"ambiguous name(s) {', '.join(ambiguous[:10])} (several classes have it; "
                          "use the class index)")
-        sample = ", ".join(self.class_names[:8]) + (" ..." if len(self.class_names) > 8 else "")
-        return (f"{'; '.join(parts)}; the dataset's {len(self.class_names)} classes are {sample} "
-                f"(names, or indices 0-{len(self.class_names) - 1})")
+        count = len(self.class_names)
+        # All names where a line can hold them; the first ones of a long list (ImageNet's 1000).
+        shown = ", ".join(self.class_names if count <= _LISTED_CLASSES
+                          else list(self.class_names[:_LISTED_CLASSES]) + ["..."])
+        return f"{'; '.join(parts)}; the dataset's {count} classes are {shown} (names, or indices 0-{count - 1})"
 
 
 def resolve_source(spec, dataset):
@@ -162,7 +176,8 @@ def read_manifest(path, matcher):
     """
     base = os.path.dirname(os.path.abspath(path))
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        # utf-8-sig: spreadsheet programs start a UTF-8 CSV with a byte-order mark.
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             columns = {c.strip() for c in reader.fieldnames or []}
             rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
@@ -173,6 +188,16 @@ def read_manifest(path, matcher):
                         f"'class_name' column (it has: {', '.join(sorted(columns)) or 'no header'})")
     if not rows:
         raise UserError(f"synthetic_source: manifest {path} lists no images")
+    num_classes = len(matcher.class_names)
+    # Where the label decides the class it must be an index ("-1" would otherwise read as the name "1").
+    out_of_range = [(line, row["label"]) for line, row in enumerate(rows, start=2)
+                    if not row.get("class_name") and re.fullmatch(r"[+-]?\d+", row.get("label", ""))
+                    and not 0 <= int(row["label"]) < num_classes]
+    if out_of_range:
+        shown = ", ".join(f"{label} (line {line})" for line, label in out_of_range[:5])
+        raise UserError(f"synthetic_source: manifest {path} has label(s) outside the class indices "
+                        f"0-{num_classes - 1}: {shown}{' ...' if len(out_of_range) > 5 else ''}; "
+                        "fix or remove those rows")
     paths, labels, bad = [], [], []
     for row in rows:
         label = row.get("label", "")
@@ -181,7 +206,7 @@ def read_manifest(path, matcher):
             key, index = row["class_name"], matcher.lookup(row["class_name"], hint)
         else:
             key = label
-            index = hint if hint is not None and hint < len(matcher.class_names) else matcher.lookup(label)
+            index = hint if hint is not None else matcher.lookup(label)
         if index is None:
             bad.append(key)
             continue
@@ -190,11 +215,26 @@ def read_manifest(path, matcher):
     if bad:
         raise UserError(f"synthetic_source: labels in manifest {path} do not match the dataset: "
                         f"{matcher.describe_failures(bad)}")
+    _check_unique_paths(path, paths)
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         raise UserError(f"synthetic_source: {len(missing)} image(s) listed in {path} do not exist, e.g. "
                         f"{', '.join(missing[:3])}; fix the paths (relative to the manifest's folder)")
     return _synthetic_set(paths, labels, matcher)
+
+
+def _check_unique_paths(manifest, paths):
+    """A UserError naming the images a manifest lists more than once (a draw without replacement
+    would otherwise pick them several times)."""
+    lines = {}
+    for line, p in enumerate(paths, start=2):
+        lines.setdefault(os.path.normcase(os.path.normpath(p)), []).append(line)
+    repeated = [(p, at) for p, at in lines.items() if len(at) > 1]
+    if repeated:
+        shown = "; ".join(f"{os.path.relpath(p, os.path.dirname(os.path.abspath(manifest)))} "
+                          f"(lines {', '.join(map(str, at))})" for p, at in repeated[:5])
+        raise UserError(f"synthetic_source: manifest {manifest} lists {len(repeated)} image(s) more than once: "
+                        f"{shown}{' ...' if len(repeated) > 5 else ''}; keep one row per image")
 
 
 def read_npz(path, matcher):
@@ -213,6 +253,9 @@ def read_npz(path, matcher):
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3, 4)):
         raise UserError(f"synthetic_source: {path}: 'images' must be uint8 N x H x W or N x H x W x C "
                         f"(C = 1, 3 or 4), not {images.dtype} {images.shape}")
+    if 0 in images.shape:
+        raise UserError(f"synthetic_source: {path}: 'images' has shape {images.shape}, which holds no pixels "
+                        "or no images; save N x H x W (x C) arrays with N, H, W >= 1")
     labels = np.asarray(labels)
     if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
         raise UserError(f"synthetic_source: {path}: 'labels' must be {len(images)} integers, "
