@@ -380,20 +380,65 @@ def _write_manifest(out_dir, plan, done):
     _atomic_write(os.path.join(out_dir, MANIFEST), buf.getvalue())
 
 
+def _own_image(relpath):
+    """``relpath`` normalised if it names an image this tool writes (``<folder>/<c>_<i>.png``), else None."""
+    parts = os.path.normpath(str(relpath)).split(os.sep)
+    if (len(parts) == 2 and not os.path.isabs(str(relpath)) and parts[0] not in ("", ".", "..")
+            and not parts[0].startswith(".") and _IMAGE_FILE.match(parts[1]) and not parts[1].endswith(".tmp")):
+        return os.path.join(*parts)
+    return None
+
+
+def _previous_images(out_dir, settings):
+    """The images an earlier run of this tool in ``out_dir`` wrote or was writing, as relative paths.
+
+    The rows of its manifest, and, when its settings are readable, every image
+    its plan names (a run killed between two manifest checkpoints wrote some
+    not yet listed). Only paths of the tool's own form count, so a manifest
+    row pointing elsewhere deletes nothing.
+    """
+    listed = set()
+    try:
+        with open(os.path.join(out_dir, MANIFEST), newline="", encoding="utf-8-sig") as f:
+            listed.update(row.get("path") or "" for row in csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        pass  # no manifest, or an unreadable one: the plan still names the images
+    folders, per_class = settings.get("folders"), settings.get("images_per_class")
+    if isinstance(folders, list) and isinstance(per_class, int):
+        listed.update(f"{folder}/{c}_{i}.png" for c, folder in enumerate(folders) for i in range(per_class))
+    return sorted({p for p in map(_own_image, listed) if p})
+
+
 def _clear_previous_run(out_dir):
-    """Delete what an earlier run of this tool wrote, and nothing else."""
+    """Delete what an earlier run of this tool wrote (:func:`_previous_images`, its manifest, settings
+    and prompts), and nothing else: other files, even ones named like its images, stay."""
+    try:
+        settings = _read_previous_settings(out_dir)
+    except SynthesisError:
+        settings = {}  # unreadable settings: the manifest's rows still name the images
+    images = _previous_images(out_dir, settings)
+    for rel in images:
+        for path in (os.path.join(out_dir, rel), os.path.join(out_dir, rel + ".tmp")):
+            if os.path.isfile(path):
+                os.remove(path)
+    for folder in sorted({os.path.dirname(rel) for rel in images}):
+        path = os.path.join(out_dir, folder)
+        if os.path.isdir(path) and not os.listdir(path):
+            os.rmdir(path)
     for name in (MANIFEST, CONFIG, PROMPTS):
         for path in (os.path.join(out_dir, name), os.path.join(out_dir, name + ".tmp")):
             if os.path.isfile(path):
                 os.remove(path)
-    for entry in os.scandir(out_dir):
-        if not entry.is_dir():
-            continue
-        for file in os.scandir(entry.path):
-            if file.is_file() and _IMAGE_FILE.match(file.name):
-                os.remove(file.path)
-        if not os.listdir(entry.path):
-            os.rmdir(entry.path)
+
+
+def _check_out_dir(out_dir, overwrite):
+    """Refuse an ``--out`` that is a file, or (with ``--overwrite``) a folder holding a manifest this tool did not write."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise SynthesisError(f"--out {out_dir!r} is a file; give a folder (it is created if missing)")
+    if (overwrite and os.path.isfile(os.path.join(out_dir, MANIFEST))
+            and not os.path.isfile(os.path.join(out_dir, CONFIG))):
+        raise SynthesisError(f"output folder {out_dir!r} holds a {MANIFEST} without {CONFIG}, so this tool did "
+                             "not write it and --overwrite will not delete its images; choose another --out")
 
 
 def _remove_stale_temps(out_dir, folders):
@@ -446,11 +491,11 @@ def _read_previous_settings(out_dir):
             with open(config, encoding="utf-8") as f:
                 return json.load(f)
         except (OSError, ValueError) as exc:
-            raise SynthesisError(f"cannot read {config!r} ({_first_line(exc)}); "
-                                 "pass --overwrite to replace that run") from exc
+            raise SynthesisError(f"cannot read {config!r} ({_first_line(exc)}); pass --overwrite to replace "
+                                 f"that run (deletes the images its {MANIFEST} lists, nothing else)") from exc
     if os.path.isfile(os.path.join(out_dir, MANIFEST)):
-        raise SynthesisError(f"output folder {out_dir!r} holds a {MANIFEST} without {CONFIG} "
-                             "(not made by this tool?); pass --overwrite or choose another --out")
+        raise SynthesisError(f"output folder {out_dir!r} holds a {MANIFEST} without {CONFIG}, so this tool did "
+                             "not write it; choose another --out")
     return {}
 
 
@@ -471,8 +516,8 @@ def _check_previous_run(out_dir, identity, recipe, class_names, prompts):
         diffs.append("prompt_recipe")
     if diffs:
         raise SynthesisError(f"output folder {out_dir!r} holds a run with different settings "
-                             f"({'; '.join(diffs)}); pass --overwrite to replace it or "
-                             "choose another --out")
+                             f"({'; '.join(diffs)}); pass --overwrite to replace it (deletes the images its "
+                             f"{MANIFEST} lists, nothing else) or choose another --out")
     if prompts is None:
         path = os.path.join(out_dir, PROMPTS)
         prompts = load_prompts(path, class_names)
@@ -548,6 +593,7 @@ def synthesize(classes, out_dir, images_per_class, *, data_dir=None, model=DEFAU
     SynthesisError leaves the disk untouched. On any interruption the
     manifest still lists every finished image; call again to resume.
     """
+    _check_out_dir(out_dir, overwrite)
     _positive(images_per_class, "--images-per-class")
     _positive(batch_size, "--batch-size")
     _positive(num_inference_steps, "--num-inference-steps")
@@ -708,8 +754,9 @@ def build_parser():
     p.add_argument("--num-inference-steps", type=int, default=50)
     p.add_argument("--guidance-scale", type=float, default=7.5)
     p.add_argument("--overwrite", action="store_true",
-                   help="delete a previous run's images, manifest and settings in --out "
-                        "and start over (needed when the settings differ)")
+                   help="delete a previous run of this tool in --out (the images its manifest and "
+                        "settings name, the manifest, settings and prompts; nothing else) and start over "
+                        "(needed when the settings differ)")
     return p
 
 
@@ -726,7 +773,7 @@ def main(argv=None):
             guidance_scale=args.guidance_scale, overwrite=args.overwrite)
     except SynthesisError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

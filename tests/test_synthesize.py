@@ -240,6 +240,7 @@ def _expect_error(capsys, argv, fragment, out):
     assert fragment in lines[0]
     assert "Traceback" not in captured.err and captured.out == ""
     assert _snapshot(out) == before
+    return lines[0]
 
 
 @pytest.mark.parametrize("argv_patch, fragment", [
@@ -280,9 +281,23 @@ def test_refuses_a_folder_with_other_settings(reference_run, tiny_models, class_
 
 def test_refuses_a_foreign_manifest(tiny_models, class_file, tmp_path, capsys):
     out = tmp_path / "foreign"
-    out.mkdir()
-    (out / "manifest.csv").write_text("path,label\n")
-    _expect_error(capsys, _args(class_file, out, tiny_models), "--overwrite", out)
+    (out / "photos").mkdir(parents=True)
+    (out / "photos" / "2023_0101.png").write_bytes(b"a user's photo")
+    (out / "manifest.csv").write_text("path,label\nphotos/2023_0101.png,0\n")
+    line = _expect_error(capsys, _args(class_file, out, tiny_models), "this tool did not write it", out)
+    assert "--overwrite" not in line
+    # --overwrite does not make a folder this tool did not write its own.
+    _expect_error(capsys, _args(class_file, out, tiny_models, "--overwrite"),
+                  "--overwrite will not delete its images", out)
+
+
+def test_out_that_is_a_file_is_refused_before_loading_models(tiny_models, class_file, tmp_path, capsys):
+    out = tmp_path / "a_file"
+    out.write_text("not a folder")
+    argv = _args(class_file, out, tiny_models)
+    argv[argv.index("--model") + 1] = "no-such-org/no-such-model"  # loading it would be the error otherwise
+    _expect_error(capsys, argv, "is a file; give a folder", out)
+    assert synth.main(argv) == 2
 
 
 # ---------------------------------------------------------------- class names
@@ -346,14 +361,22 @@ def test_overwrite_replaces_a_run_with_other_settings(reference_run, tiny_models
     out = tmp_path / "replaced"
     shutil.copytree(reference_run, out)
     (out / "notes.txt").write_text("not ours")
+    # Named like the tool's images, but no manifest row or setting of the run names them.
+    (out / "photos").mkdir()
+    (out / "photos" / "2023_0101.png").write_bytes(b"a user's photo")
+    (out / "Crane" / "2_99.png").write_bytes(b"another")
     argv = _args(class_file, out, tiny_models, "--overwrite", "--prompt-mode", "template")
     argv[argv.index("--image-size") + 1] = "8"
     argv[argv.index("--images-per-class") + 1] = "2"
     assert synth.main(argv) == 0
-    assert len(_manifest(out)) == 1 + 6 and len(list(out.glob("*/*.png"))) == 6
+    assert len(_manifest(out)) == 1 + 6 and len(list(out.glob("*/*.png"))) == 6 + 2
     with Image.open(out / "Crane" / "2_1.png") as im:
         assert im.size == (8, 8)
-    assert (out / "notes.txt").read_text() == "not ours"  # only the tool's own files go
+    assert not (out / "Crane" / "2_3.png").exists()  # the old run's images beyond the new plan are gone
+    # Only the tool's own files go.
+    assert (out / "notes.txt").read_text() == "not ours"
+    assert (out / "photos" / "2023_0101.png").read_bytes() == b"a user's photo"
+    assert (out / "Crane" / "2_99.png").read_bytes() == b"another"
 
 
 # ------------------------------------------------------------- as an RS-SSL source
