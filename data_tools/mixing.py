@@ -101,12 +101,16 @@ def check_available(synthetic, counts, ratio, num_real):
     if not len(short):
         return
     detail = ", ".join(f"{available[c]} in class {synthetic.class_names[c]}" for c in short[:10])
-    # Rounded down, so that the ratio suggested really fits.
-    fits = math.floor(len(counts) * int(available.min()) / num_real * 1e4) / 1e4
     raise UserError(
         f"synthetic_ratio: {ratio} of {num_real} real unlabeled images needs {int(counts.sum())} synthetic "
         f"images ({int(counts.max())} per class), but synthetic_source has only {detail}"
-        f"{' ...' if len(short) > 10 else ''}; lower synthetic_ratio to at most {fits:g} or add images")
+        f"{' ...' if len(short) > 10 else ''}; lower synthetic_ratio to at most "
+        f"{_largest_ratio(available, num_real):g} or add images")
+
+
+def _largest_ratio(available, num_real):
+    """The largest ratio whose balanced draw fits ``available`` images per class, rounded down (so it fits)."""
+    return math.floor(len(available) * int(available.min()) / num_real * 1e4) / 1e4
 
 
 def draw(synthetic, counts, seed):
@@ -155,7 +159,13 @@ def verify_images(image_set):
 
 def contaminate(ulb, synthetic, ratio, seed):
     """``ulb`` (all real) followed by ``round(ratio * len(ulb))`` class-balanced synthetic images."""
-    counts = per_class_counts(synthetic_total(len(ulb), ratio), len(ulb.class_names), seed)
+    total = synthetic_total(len(ulb), ratio)
+    if total >= 2 ** 63:  # a ratio such as 1e308: no int64 count holds it
+        available = np.bincount(synthetic.labels, minlength=len(ulb.class_names))[:len(ulb.class_names)]
+        raise UserError(f"synthetic_ratio: {ratio} of {len(ulb)} real unlabeled images needs more synthetic "
+                        f"images than the {len(synthetic)} synthetic_source holds; lower synthetic_ratio to at "
+                        f"most {_largest_ratio(available, len(ulb)):g} or add images")
+    counts = per_class_counts(total, len(ulb.class_names), seed)
     check_available(synthetic, counts, ratio, len(ulb))
     drawn = synthetic.subset(draw(synthetic, counts, seed))
     verify_images(drawn)

@@ -7,7 +7,7 @@ CPU or CUDA. Differences from USB's script, each deliberate: bad input is one
 stops the run instead of silently starting from scratch; with no GPU,
 ``multiprocessing_distributed`` spawns ``world_size`` CPU processes on gloo.
 """
-import hashlib
+import errno
 import logging
 import os
 import random
@@ -21,8 +21,13 @@ import torch
 
 from .config import get_config
 from .errors import UserError
+from .fingerprints import fingerprint, log_fingerprint
 from .nets import get_net_builder
 from . import runtime
+
+
+# Write errors of the disk under save_dir, which no check before the run can rule out.
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def _free_local_port():
@@ -46,6 +51,10 @@ def prepare(args):
     usb_data.check_dataset_name(args.dataset)
     if args.epoch < 1 or args.num_train_iter % args.epoch:
         raise UserError(f"num_train_iter ({args.num_train_iter}) must be a multiple of epoch ({args.epoch})")
+    if args.num_labels < 1:
+        raise UserError(f"num_labels: {args.num_labels} labeled images cannot train a classifier; give at least "
+                        f"one per class (num_classes: {args.num_classes})")
+    check_writable_folder(os.path.join(args.save_dir, args.save_name))
     if args.resume and args.load_path and os.path.exists(args.load_path):
         check_checkpoint(args.load_path)
 
@@ -73,6 +82,20 @@ def prepare(args):
     usb_data.get_dataset(args, args.algorithm, args.dataset, args.num_labels, args.num_classes,
                          args.data_dir, args.include_lb_to_ulb)
     return args
+
+
+def check_writable_folder(path):
+    """A UserError unless the run folder ``path`` is, or can be created in, a writable folder; creates nothing."""
+    path = os.path.abspath(path)
+    existing = path
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f"save_dir: {existing} is a file, so the run folder {path} cannot be made there; "
+                        "point save_dir at a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"save_dir: {existing} is not writable, so the run folder {path} cannot be written; "
+                        "point save_dir at a folder you can write to")
 
 
 def check_checkpoint(path):
@@ -121,10 +144,7 @@ def parameter_fingerprint(module):
     Buffers are left out: without SyncBatchNorm (CUDA-only) each CPU rank keeps
     its own BatchNorm running statistics, and rank 0's are the ones saved.
     """
-    digest = hashlib.sha256()
-    for _, p in sorted(module.named_parameters()):
-        digest.update(p.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return fingerprint([p for _, p in sorted(module.named_parameters())])
 
 
 def build_algorithm(args, procs_per_node, logger, tb_log=None):
@@ -151,7 +171,41 @@ def build_algorithm(args, procs_per_node, logger, tb_log=None):
 
 
 def main_worker(local_rank, procs_per_node, args):
-    """Train on one device: USB's main_worker with the runtime adaptations active."""
+    """Train on one device: USB's main_worker with the runtime adaptations active.
+
+    An error that stops the run is also written to the run's log.txt, which
+    otherwise would end at the last progress line.
+    """
+    try:
+        return _main_worker(local_rank, procs_per_node, args)
+    except (Exception, KeyboardInterrupt) as exc:
+        log_stop(args, exc)
+        raise
+
+
+def log_stop(args, exc):
+    """Append why the run stopped to its log.txt (an ERROR line; the traceback unless it is a UserError).
+
+    Only the run's file handlers get it: the caller reports it on stderr
+    (one ``error:`` line for a UserError, Python's traceback otherwise).
+    """
+    if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+        return  # the disk takes no more lines: logging's own error report would bury the one error line
+    logger = logging.getLogger(args.save_name)
+    folder = os.path.abspath(os.path.join(args.save_dir, args.save_name))
+    if isinstance(exc, UserError):
+        record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, f"training stopped: {exc}", None, None)
+    else:
+        record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0,
+                                   f"training stopped by {type(exc).__name__}: {exc}", None,
+                                   (type(exc), exc, exc.__traceback__))
+    for handler in logger.handlers:
+        # A handler of this run's folder, not one left by an earlier run in this process.
+        if isinstance(handler, logging.FileHandler) and os.path.dirname(handler.baseFilename) == folder:
+            handler.handle(record)
+
+
+def _main_worker(local_rank, procs_per_node, args):
     import torch.distributed as dist
     from semilearn.core.utils import TBLog, get_logger
 
@@ -210,8 +264,7 @@ def main_worker(local_rank, procs_per_node, args):
         logger.info("Finetune stage")
         algorithm.finetune()
 
-    logging.warning(f"rank {args.rank} training is FINISHED; parameter fingerprint "
-                    f"{parameter_fingerprint(algorithm.model)}")
+    log_fingerprint(logger, "training is FINISHED; parameter fingerprint", parameter_fingerprint(algorithm.model))
     if args.distributed:
         dist.destroy_process_group()
     return algorithm
@@ -224,6 +277,14 @@ def cli(argv=None):
         main(args)
     except UserError as exc:
         print(f"rsmatch-train: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRNOS:
+            raise
+        # A disk that fills up (or turns read-only) while training: no traceback, and how to go on.
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"rsmatch-train: error: {exc.strerror}{where}; free space on the disk of save_dir (or set save_dir "
+              "elsewhere), then rerun with resume: True to continue from the last checkpoint", file=sys.stderr)
         return 2
     return 0
 

@@ -232,8 +232,9 @@ def test_two_process_gloo_ddp_keeps_detector_and_queue_in_sync(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "rsmatch_usb.train", "--c", write_config(tmp_path, cfg)],
                           capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    backbone = dict(re.findall(r"rank (\d) training is FINISHED; parameter fingerprint (\w+)", proc.stderr))
-    rsmatch = dict(re.findall(r"rank (\d) RSMatch detector and queue fingerprint (\w+)", proc.stderr))
+    backbone = dict(re.findall(r"rank (\d): (\w+)", re.search(r"training is FINISHED.*", proc.stderr).group(0)))
+    rsmatch = dict(re.findall(r"rank (\d): (\w+)", re.search(r"RSMatch detector and queue fingerprint.*",
+                                                              proc.stderr).group(0)))
     assert set(backbone) == set(rsmatch) == {"0", "1"}
     assert backbone["0"] == backbone["1"] and rsmatch["0"] == rsmatch["1"]
     ckpt = _checkpoint(os.path.join(cfg["save_dir"], "ddp"))

@@ -116,7 +116,10 @@ def test_two_process_gloo_ddp_keeps_ranks_in_sync(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "rsmatch_usb.train", "--c", path],
                           capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    prints = dict(re.findall(r"rank (\d) training is FINISHED; parameter fingerprint (\w+)", proc.stderr))
+    # One INFO line on rank 0 with every rank's fingerprint (not a WARNING per rank, as USB's train.py).
+    line = re.search(r"\[.* (\w+)\] training is FINISHED; parameter fingerprint (.*)", proc.stderr)
+    assert line and line.group(1) == "INFO" and line.group(2).endswith("(ranks in sync)"), proc.stderr[-3000:]
+    prints = dict(re.findall(r"rank (\d): (\w+)", line.group(2)))
     assert set(prints) == {"0", "1"}
     assert prints["0"] == prints["1"]
     run_dir = os.path.join(cfg["save_dir"], cfg["save_name"])

@@ -18,6 +18,7 @@ TARGET_PACKAGE = "semilearn.algorithms.rsmatch"
 VENDORED = {
     "rsmatch_usb.heads": "heads",
     "rsmatch_usb.errors": "errors",
+    "rsmatch_usb.fingerprints": "fingerprints",
 }
 
 PLUGIN_ROOTS = ("rsmatch_usb", "data_tools")

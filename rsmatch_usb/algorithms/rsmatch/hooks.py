@@ -1,5 +1,4 @@
 """RSMatch's hooks: placing the detector, and evaluating it and the queue against ground truth."""
-import hashlib
 import logging
 
 import numpy as np
@@ -9,6 +8,7 @@ from semilearn.core.hooks import Hook
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 from torch.utils.data import DataLoader
 
+from rsmatch_usb.fingerprints import fingerprint, log_fingerprint
 from rsmatch_usb.heads import unwrap
 
 from .images import IndexedImages
@@ -38,13 +38,10 @@ class DetectorPlacementHook(Hook):
     def after_run(self, algorithm):
         if algorithm.detector is None or not (algorithm.distributed and torch.distributed.is_initialized()):
             return
-        # Every rank logs it (as the train command does for the backbone): equal on all ranks when in sync.
-        digest = hashlib.sha256()
+        # Every rank's value, on one line of rank 0 (as the train command does for the backbone).
         tensors = list(unwrap(algorithm.detector).parameters()) + list(algorithm.detector_ema.state_dict().values())
-        for t in tensors + list(algorithm.csqueue.state_dict().values()):
-            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
-        logging.warning(f"rank {torch.distributed.get_rank()} RSMatch detector and queue fingerprint "
-                        f"{digest.hexdigest()[:16]}")
+        log_fingerprint(logging.getLogger(algorithm.args.save_name), "RSMatch detector and queue fingerprint",
+                        fingerprint(tensors + list(algorithm.csqueue.state_dict().values())))
 
 
 class DetectorEvalHook(Hook):
