@@ -88,6 +88,8 @@ def read_config(path):
         raise InputError(f"cannot read config {path} ({exc.strerror})") from None
     except YAMLError as exc:
         raise InputError(f"config {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"config {path} is not a UTF-8 text file (a binary file?)") from None
     if not isinstance(data, dict):
         raise InputError(f"config {path} must hold a mapping of keys to values")
     return data

@@ -94,3 +94,16 @@ def test_config_that_is_not_a_yaml_mapping(tmp_path, capsys, content, message):
     assert cli(["--c", str(path), "--save_dir", str(tmp_path / "runs")]) == 2
     assert message in _one_error_line(capsys)
     assert not (tmp_path / "runs").exists()
+
+
+def test_runner_given_a_binary_config_is_one_error_line(tmp_path, capsys):
+    import io
+
+    from benchmark_configs import run
+
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
+    with pytest.raises(SystemExit) as exc:
+        run.main([str(path), "--dry-run"], out=io.StringIO())
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "is not a UTF-8 text file" in err[0]
