@@ -8,10 +8,13 @@
 
 Each run is ``python -m rsmatch_usb.train --c <config>`` in a subprocess. A run
 is finished when its ``log.txt`` has USB's ``Model result - eval/best_acc``
-line or its ``latest_model.pth`` has reached ``num_train_iter``; it is resumed
-(``--resume True --load_path <run>/latest_model.pth``) when a latest checkpoint
-exists, and started afresh (``--resume False``, which clears a stale run folder)
-otherwise. A run's console output goes to ``<save_dir>/<save_name>.runner.log``.
+line or its newest readable checkpoint has reached ``num_train_iter``; it is
+resumed (``--resume True --load_path <run>/latest_model.pth``, or
+``model_best.pth`` when the latest cannot be loaded) when a readable checkpoint
+exists, started afresh (``--resume False``, which clears a stale run folder)
+when there is none, and left alone (reported, counted as failed) when its
+checkpoint files exist but none can be loaded safely. A run's console output
+goes to ``<save_dir>/<save_name>.runner.log``.
 Each run starts in its own session (process group). SIGTERM or SIGINT to the
 runner (``kill``, ``timeout``, a job scheduler, Ctrl-C) is forwarded to every
 running training's process group, data-loader and DDP workers included; the
@@ -38,8 +41,11 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmark_configs import generate
+from rsmatch_usb import checkpoint as checkpoints
 
 RESULT_LINE = "Model result - eval/best_acc"
+# A run folder's checkpoints, newest first: USB saves model_best.pth at or before latest_model.pth.
+CHECKPOINTS = ("latest_model.pth", "model_best.pth")
 
 
 class InputError(Exception):
@@ -61,16 +67,14 @@ class Run:
     save_dir: str
     save_name: str
     num_train_iter: int
-    status: str = "new"        # new | resume | finished
+    status: str = "new"        # new | resume | finished | unreadable
     done_iters: int = 0
+    checkpoint: str = ""       # the checkpoint a resume loads
+    note: str = ""             # why a checkpoint was skipped, if one was
 
     @property
     def folder(self):
         return os.path.join(self.save_dir, self.save_name)
-
-    @property
-    def checkpoint(self):
-        return os.path.join(self.folder, "latest_model.pth")
 
     @property
     def runner_log(self):
@@ -95,17 +99,6 @@ def read_config(path):
     return data
 
 
-def checkpoint_iterations(path):
-    """Completed iterations recorded in a USB checkpoint, or None if it cannot be read."""
-    import torch
-
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        return int(ckpt["it"])
-    except Exception:  # a truncated or foreign file: let the train command report it
-        return None
-
-
 def log_has_result(folder):
     try:
         with open(os.path.join(folder, "log.txt"), encoding="utf-8", errors="replace") as f:
@@ -115,14 +108,32 @@ def log_has_result(folder):
 
 
 def inspect(run):
-    """Set ``run.status``: finished (log result line, or checkpoint at num_train_iter), resume, or new."""
+    """Set ``run.status``: finished (log result line, or checkpoint at num_train_iter), resume, new, or unreadable.
+
+    Checkpoints are read with ``weights_only=True`` (a crafted file is refused,
+    never run); an unreadable ``latest_model.pth`` falls back to ``model_best.pth``.
+    """
     if log_has_result(run.folder):
         run.status, run.done_iters = "finished", run.num_train_iter
         return run
-    if os.path.isfile(run.checkpoint):
-        iters = checkpoint_iterations(run.checkpoint)
-        run.done_iters = iters or 0
-        run.status = "finished" if iters is not None and iters >= run.num_train_iter else "resume"
+    problems = []
+    for name in CHECKPOINTS:
+        path = os.path.join(run.folder, name)
+        if not os.path.isfile(path):
+            continue
+        try:
+            iters = checkpoints.iterations(path)
+        except checkpoints.CheckpointError as exc:
+            problems.append(f"{name} {exc}")
+            continue
+        run.checkpoint, run.done_iters = path, iters
+        run.status = "finished" if iters >= run.num_train_iter else "resume"
+        run.note = f"{'; '.join(problems)}; resuming from {name}" if problems else ""
+        return run
+    if problems:
+        run.status, run.done_iters = "unreadable", 0
+        run.note = (f"{'; '.join(problems)}; replace or remove the file(s) in {run.folder} "
+                    "to resume or start it afresh")
         return run
     run.status, run.done_iters = "new", 0
     return run
@@ -250,6 +261,8 @@ class Runner:
                 self.count += 1
                 index = self.count
             how = f"resume at iteration {run.done_iters}" if run.status == "resume" else "start"
+            if run.note:
+                how += f" ({run.note})"
             gpu = f" on GPU {self.gpus[slot % len(self.gpus)]}" if self.gpus else ""
             self.say(f"[{index}/{self.total}] {how:>9}{gpu}: {run.save_name}")
             began = time.monotonic()
@@ -364,35 +377,47 @@ def main(argv=None, out=sys.stdout):
     except InputError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
 
-    todo = [r for r in runs if r.status != "finished"]
-    finished = len(runs) - len(todo)
+    todo = [r for r in runs if r.status in ("new", "resume")]
+    unreadable = [r for r in runs if r.status == "unreadable"]
+    finished = len(runs) - len(todo) - len(unreadable)
     resumed = sum(r.status == "resume" for r in todo)
     print(f"{len(runs)} run(s): {finished} finished (skipped), {resumed} to resume, "
-          f"{len(todo) - resumed} to start", file=out, flush=True)
+          f"{len(todo) - resumed} to start" + (f", {len(unreadable)} with no readable checkpoint (not run)"
+                                               if unreadable else ""), file=out, flush=True)
+    for run in unreadable:
+        print(f"error: {run.save_name}: {run.note}", file=out, flush=True)
     if args.dry_run:
         for run in runs:
-            state = {"finished": "finished ", "resume": f"resume@{run.done_iters}", "new": "new      "}[run.status]
+            state = {"finished": "finished ", "resume": f"resume@{run.done_iters}", "new": "new      ",
+                     "unreadable": "unreadable"}[run.status]
             line = f"{state:>10}  {run.save_name}"
-            if run.status != "finished":
+            if run.status in ("new", "resume"):
+                if run.note:
+                    line += f"\n            ({run.note})"
                 line += f"\n            {shlex.join(command(run, train_args))}"
             print(line, file=out)
         return 0
-    if not todo:
+    if not todo and not unreadable:
         return 0
 
     runner = Runner(args.jobs, gpus, train_args, out=out)
+    results = []
     try:
-        with runner.stopped_by_signals():
-            results = runner.run_all(todo)
+        if todo:
+            with runner.stopped_by_signals():
+                results = runner.run_all(todo)
     except Stopped as exc:
         print(f"interrupted by {exc}; rerun the same command to resume", file=out, flush=True)
         return 128 + exc.signum
     failed = [(run, code) for run, code, _ in results if code not in (0, None)]
+    failed += [(run, "not run: no readable checkpoint") for run in unreadable]
     took = sum(t for _, _, t in results)
-    print(f"summary: {len(results) - len(failed)} run(s) completed, {len(failed)} failed, {finished} skipped as "
+    completed = sum(code == 0 for _, code, _ in results)
+    print(f"summary: {completed} run(s) completed, {len(failed)} failed, {finished} skipped as "
           f"finished; {_fmt(time.monotonic() - runner.start)} wall, {_fmt(took)} of training", file=out)
     for run, code in failed:
-        print(f"  failed (exit {code}): {run.config} -> {run.runner_log}", file=out)
+        why = f"exit {code}" if isinstance(code, int) else code
+        print(f"  failed ({why}): {run.config} -> {run.runner_log}", file=out)
     return 1 if failed else 0
 
 

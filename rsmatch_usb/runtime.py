@@ -4,11 +4,12 @@ semilearn 0.3.2 assumes CUDA throughout. Rather than forking it, the train
 command (or an explicit call to :func:`activate`) installs the small set of
 adaptations below; importing :mod:`rsmatch_usb` patches nothing. Every change
 is listed in :func:`activate` with the reason it is needed. On CUDA only the
-dataset hook, the final-checkpoint fix and a GradScaler that resumes from a
-CPU checkpoint are installed, so USB's GPU path (single GPU, DDP with NCCL)
-is otherwise USB's own.
+dataset hook, the checkpoint fixes (atomic writes, the final iteration count)
+and a GradScaler that resumes from a CPU checkpoint are installed, so USB's GPU
+path (single GPU, DDP with NCCL) is otherwise USB's own.
 """
 import contextlib
+import os
 import time
 
 import torch
@@ -77,6 +78,21 @@ def _after_run_recording_completed_iterations(original):
     return after_run
 
 
+def _save_model_atomically(self, save_name, save_path):
+    """AlgorithmBase.save_model, writing through :func:`rsmatch_usb.checkpoint.save`."""
+    from . import checkpoint
+    from .errors import UserError
+
+    path = os.path.join(save_path, save_name)
+    try:
+        os.makedirs(save_path, exist_ok=True)
+        checkpoint.save(self.get_save_dict(), path)
+    except OSError as exc:
+        raise UserError(f"cannot write checkpoint {path} ({exc.strerror or exc}); the previous checkpoint "
+                        "is intact: free disk space or fix the folder's permissions, then resume") from None
+    self.print_fn(f"model saved: {path}")
+
+
 def _patch(owner, name, value):
     key = (owner, name)
     if key not in _ORIGINALS:
@@ -127,6 +143,8 @@ def activate(device):
     _patch(algorithmbase, "get_dataset", usb_data.get_dataset)
     if (EvaluationHook, "after_run") not in _ORIGINALS:
         _patch(EvaluationHook, "after_run", _after_run_recording_completed_iterations(EvaluationHook.after_run))
+    # save_model writes in place: a kill or full disk mid-write destroyed the only resume point.
+    _patch(algorithmbase.AlgorithmBase, "save_model", _save_model_atomically)
     if device == "cpu":
         activate_cpu()
     else:

@@ -23,7 +23,7 @@ from .config import get_config
 from .errors import UserError
 from .fingerprints import fingerprint, log_fingerprint
 from .nets import get_net_builder
-from . import runtime
+from . import checkpoint, runtime
 
 
 # Write errors of the disk under save_dir, which no check before the run can rule out.
@@ -99,14 +99,16 @@ def check_writable_folder(path):
 
 
 def check_checkpoint(path):
-    """Fail loudly on a checkpoint file that torch cannot read or that is not a USB checkpoint."""
+    """Fail loudly on a checkpoint that cannot be loaded safely or is not a USB checkpoint.
+
+    Loaded with ``weights_only=True``: a file that would need arbitrary
+    unpickling (and could run code) is refused before anything else reads it.
+    """
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise UserError(f"load_path: cannot read checkpoint {path} ({type(exc).__name__}); "
-                        "point load_path at a latest_model.pth written by this tool, or remove it to start fresh") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "it" not in ckpt:
-        raise UserError(f"load_path: {path} is not a USB training checkpoint (no 'model'/'it' entries)")
+        checkpoint.iterations(path)
+    except checkpoint.CheckpointError as exc:
+        raise UserError(f"load_path: cannot use checkpoint {path}: {exc}; point load_path at a "
+                        "latest_model.pth written by this tool, or remove it to start fresh") from None
 
 
 def main(args):

@@ -47,7 +47,7 @@ def test_corrupt_checkpoint_is_an_error(tmp_path, capsys):
     code, run_dir = run_train(tmp_path, cfg)
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "cannot read checkpoint" in err[0]
+    assert len(err) == 1 and "cannot use checkpoint" in err[0] and "unreadable" in err[0]
     assert not os.path.exists(run_dir)
 
 

@@ -1,0 +1,79 @@
+"""Reading and writing checkpoint files safely: no code run on load, no torn file on a crash.
+
+Every checkpoint this tool reads comes through :func:`load` (``weights_only=True``:
+tensors and plain containers only, so a crafted file cannot run code), and
+every checkpoint USB's algorithms write goes through :func:`save` (installed
+over ``AlgorithmBase.save_model`` by :mod:`rsmatch_usb.runtime`), which
+replaces the file only once the new one is completely on disk.
+"""
+import os
+import pickle
+import re
+
+import torch
+
+
+class CheckpointError(Exception):
+    """A checkpoint file that cannot be loaded safely; the message is one line naming why."""
+
+
+def load(path):
+    """``torch.load(path, weights_only=True)`` on CPU; raises :class:`CheckpointError` with a one-line reason."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message is a paragraph; the phrase after "WeightsUnpickler error:" names the problem.
+        text = " ".join(str(exc).split())
+        found = re.search(r"WeightsUnpickler error: (.*?)(?: was not an allowed global| Please use"
+                          r"| Check the documentation|$)", text)
+        reason = found.group(1).strip() if found else text[:200]
+        if "global" in reason.lower():
+            raise CheckpointError(f"refused: it holds Python objects other than tensors, which could run code "
+                                  f"({reason})") from None
+        raise CheckpointError(f"unreadable (UnpicklingError: {reason})") from None
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else "no detail"
+        raise CheckpointError(f"unreadable ({type(exc).__name__}: {detail})") from None
+
+
+def iterations(path):
+    """Completed iterations recorded in the USB checkpoint at ``path``; raises :class:`CheckpointError`."""
+    ckpt = load(path)
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "it" not in ckpt:
+        raise CheckpointError("not a USB training checkpoint (no 'model'/'it' entries)")
+    return int(ckpt["it"])
+
+
+def save(obj, path):
+    """``torch.save(obj, path)`` atomically: a crash or full disk leaves the previous file intact.
+
+    The data goes to ``<path>.tmp`` in the same folder (so the rename cannot
+    cross file systems), is flushed and fsynced, and only then replaces
+    ``path`` with ``os.replace``; the folder is fsynced so the rename survives
+    a power loss. One writer per run folder is assumed (the train command locks
+    it), so a fixed temporary name suffices and a killed save's leftover is
+    simply overwritten by the next save.
+    """
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    except OSError:  # some file systems do not open folders; the rename is done either way
+        return
+    try:
+        os.fsync(folder)
+    except OSError:
+        pass
+    finally:
+        os.close(folder)
