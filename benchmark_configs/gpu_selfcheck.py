@@ -355,8 +355,9 @@ class Checker:
         code, tail = self.child(name, ["--child-cli", config_path], env={"CUDA_VISIBLE_DEVICES": two})
         with open(os.path.join(self.out, "logs", f"{name}.log"), encoding="utf-8") as f:
             log = f.read()
-        fingerprints = dict(line.split("rank ", 1)[1].split(" training is FINISHED; parameter fingerprint ")
-                            for line in log.splitlines() if "training is FINISHED; parameter fingerprint" in line)
+        from rsmatch_usb.fingerprints import logged_fingerprints
+
+        fingerprints = logged_fingerprints(log, "training is FINISHED; parameter fingerprint")
         problems = []
         if code != 0:
             problems.append(f"exit {code}: {tail}")

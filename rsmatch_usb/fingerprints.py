@@ -1,5 +1,6 @@
 """Short hashes of model state, logged at the end of a run to show that DDP ranks stayed identical."""
 import hashlib
+import re
 
 import torch
 
@@ -33,3 +34,16 @@ def log_fingerprint(logger, what, value):
         logger.info(f"{what} {per_rank} (ranks in sync)")
     else:
         logger.warning(f"{what} {per_rank} (the ranks DIFFER)")
+
+
+def logged_fingerprints(text, what):
+    """``{rank: fingerprint}`` from the line :func:`log_fingerprint` wrote for ``what`` in log ``text``.
+
+    ``{"0": value}`` for a run without DDP; ``{}`` when no such line is there.
+    """
+    for line in text.splitlines():
+        if what in line:
+            tail = line.split(what, 1)[1]
+            per_rank = re.findall(r"rank (\d+): (\w+)", tail)
+            return dict(per_rank) if per_rank else {"0": tail.split()[0]}
+    return {}

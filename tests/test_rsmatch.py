@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import REPO, read_log, run_train, tiny_config, write_config
+from rsmatch_usb.fingerprints import logged_fingerprints
 
 # RS-SSL digits: the unlabeled set gets as many bundled synthetic digits as it has real ones.
 CONTAMINATED = dict(synthetic_source="bundled", synthetic_ratio=1.0)
@@ -232,9 +233,8 @@ def test_two_process_gloo_ddp_keeps_detector_and_queue_in_sync(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "rsmatch_usb.train", "--c", write_config(tmp_path, cfg)],
                           capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    backbone = dict(re.findall(r"rank (\d): (\w+)", re.search(r"training is FINISHED.*", proc.stderr).group(0)))
-    rsmatch = dict(re.findall(r"rank (\d): (\w+)", re.search(r"RSMatch detector and queue fingerprint.*",
-                                                              proc.stderr).group(0)))
+    backbone = logged_fingerprints(proc.stderr, "training is FINISHED; parameter fingerprint")
+    rsmatch = logged_fingerprints(proc.stderr, "RSMatch detector and queue fingerprint")
     assert set(backbone) == set(rsmatch) == {"0", "1"}
     assert backbone["0"] == backbone["1"] and rsmatch["0"] == rsmatch["1"]
     ckpt = _checkpoint(os.path.join(cfg["save_dir"], "ddp"))

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import read_log, run_train, tiny_config
+from rsmatch_usb.fingerprints import logged_fingerprints
 
 
 def _one_error_line(capsys):
@@ -79,4 +80,6 @@ def test_finished_line_is_info_and_in_the_run_log(tmp_path, capsys):
     code, run_dir = run_train(tmp_path, tiny_config(tmp_path))
     assert code == 0
     assert "WARNING" not in capsys.readouterr().err
-    assert "INFO] training is FINISHED; parameter fingerprint " in read_log(run_dir)
+    log = read_log(run_dir)
+    assert "INFO] training is FINISHED; parameter fingerprint " in log
+    assert list(logged_fingerprints(log, "training is FINISHED; parameter fingerprint")) == ["0"]

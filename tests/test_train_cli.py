@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from conftest import REPO, read_log, run_train, tiny_config, write_config
+from rsmatch_usb.fingerprints import logged_fingerprints
 
 
 def _checkpoint(run_dir, name="latest_model.pth"):
@@ -119,7 +120,7 @@ def test_two_process_gloo_ddp_keeps_ranks_in_sync(tmp_path):
     # One INFO line on rank 0 with every rank's fingerprint (not a WARNING per rank, as USB's train.py).
     line = re.search(r"\[.* (\w+)\] training is FINISHED; parameter fingerprint (.*)", proc.stderr)
     assert line and line.group(1) == "INFO" and line.group(2).endswith("(ranks in sync)"), proc.stderr[-3000:]
-    prints = dict(re.findall(r"rank (\d): (\w+)", line.group(2)))
+    prints = logged_fingerprints(proc.stderr, "training is FINISHED; parameter fingerprint")
     assert set(prints) == {"0", "1"}
     assert prints["0"] == prints["1"]
     run_dir = os.path.join(cfg["save_dir"], cfg["save_name"])
