@@ -20,6 +20,12 @@ import sys
 from dataclasses import dataclass, field
 from io import StringIO
 
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from data_tools.config_files import parse_yaml  # noqa: E402
+from data_tools.errors import command_name  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 ALPHAS = (0.0, 0.5, 1.0)
@@ -367,9 +373,7 @@ def render(spec):
 
 
 def _load(text):
-    from ruamel.yaml import YAML
-
-    return YAML(typ="safe", pure=True).load(StringIO(text))
+    return parse_yaml(StringIO(text))
 
 
 def _check_roundtrip(spec, text):
@@ -435,7 +439,7 @@ def write_all(root=HERE):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmark_configs.generate",
+    p = argparse.ArgumentParser(prog=command_name("rsmatch-bench-generate", "benchmark_configs.generate"),
                                 description="Write the RS-SSL benchmark's YAML configs (paper and embedded grids).")
     p.add_argument("--root", default=HERE, help="folder that receives paper/ and embedded/grid/ "
                                                 "(default: benchmark_configs/)")

@@ -42,11 +42,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, REPO)
 
+from data_tools.errors import UserError, report  # noqa: E402
+
 ALGORITHMS = ("fixmatch", "rsmatch", "openmatch", "iomatch")
 PROG = "gpu_selfcheck"
 
 
-class InputError(Exception):
+class InputError(UserError):
     """Bad command-line input: one error line, exit code 2."""
 
 
@@ -469,8 +471,7 @@ def main(argv=None):
         if os.path.exists(opts.out) and not os.path.isdir(opts.out):
             raise InputError(f"--out {opts.out} exists and is not a folder")
     except InputError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc, PROG)
 
     os.makedirs(opts.out, exist_ok=True)
     header, gpus = environment(device)

@@ -36,11 +36,13 @@ import time
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from data_tools.errors import UserError  # noqa: E402
+
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "embedded", "grid", "fixmatch",
                               "fixmatch_digits_40_alpha0.5_0.yaml")
 
 
-class InputError(Exception):
+class InputError(UserError):
     """Bad command-line input: one error line, exit code 2."""
 
 
@@ -253,11 +255,7 @@ def main(argv=None):
             if name not in ALGORITHMS:
                 raise InputError(f"algorithm {name!r} is not registered; known: {', '.join(sorted(ALGORITHMS.keys()))}")
         device = runtime.resolve_device(args.device)
-    except InputError as exc:
-        p.exit(2, f"{p.prog}: error: {exc}\n")
-    except Exception as exc:  # rsmatch_usb's UserError: a bad device request
-        if type(exc).__name__ != "UserError":
-            raise
+    except UserError as exc:  # InputError, or the runtime's for a bad device request
         p.exit(2, f"{p.prog}: error: {exc}\n")
     args.device = device
 

@@ -37,6 +37,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmark_configs import generate
+from data_tools.errors import UserError, command_name
 
 _STAMP = r"\[(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+\] "
 STAMP_RE = re.compile(_STAMP)
@@ -56,7 +57,7 @@ DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tiny_imagenet"
                  "imagenet": "ImageNet", "digits": "digits (embedded)", "stl10": "STL-10", "svhn": "SVHN"}
 
 
-class InputError(Exception):
+class InputError(UserError):
     """Bad command-line input: one error line, exit code 2."""
 
 
@@ -394,7 +395,7 @@ def write_plot(rows, path, metric):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmark_configs.report",
+    p = argparse.ArgumentParser(prog=command_name("rsmatch-bench-report", "benchmark_configs.report"),
                                 description="CSV, markdown tables and an accuracy-vs-alpha plot from USB run logs.")
     p.add_argument("--runs", nargs="+", required=True,
                    help="save_dir folder(s) holding run folders (save_name/log.txt), or run folders")
@@ -413,7 +414,7 @@ def main(argv=None):
             raise InputError(f"no runs (folders with log.txt) under {', '.join(args.runs)}")
         if os.path.exists(args.out) and not os.path.isdir(args.out):
             raise InputError(f"--out {args.out} exists and is not a folder")
-    except InputError as exc:
+    except UserError as exc:
         p.exit(2, f"{p.prog}: error: {exc}\n")
     os.makedirs(args.out, exist_ok=True)
 

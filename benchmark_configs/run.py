@@ -42,13 +42,15 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from benchmark_configs import generate
 from rsmatch_usb import checkpoint as checkpoints
+from data_tools.config_files import load_yaml
+from data_tools.errors import UserError, command_name
 
 RESULT_LINE = "Model result - eval/best_acc"
 # A run folder's checkpoints, newest first: USB saves model_best.pth at or before latest_model.pth.
 CHECKPOINTS = ("latest_model.pth", "model_best.pth")
 
 
-class InputError(Exception):
+class InputError(UserError):
     """Bad command-line input: reported as one error line, exit code 2."""
 
 
@@ -82,21 +84,8 @@ class Run:
 
 
 def read_config(path):
-    """The YAML mapping of a config file (ruamel's safe loader, as the train command uses)."""
-    from ruamel.yaml import YAML, YAMLError
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = YAML(typ="safe", pure=True).load(f)
-    except OSError as exc:
-        raise InputError(f"cannot read config {path} ({exc.strerror})") from None
-    except YAMLError as exc:
-        raise InputError(f"config {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
-    except UnicodeDecodeError:
-        raise InputError(f"config {path} is not a UTF-8 text file (a binary file?)") from None
-    if not isinstance(data, dict):
-        raise InputError(f"config {path} must hold a mapping of keys to values")
-    return data
+    """The YAML mapping of a config file, read by the train command's loader."""
+    return load_yaml(path)
 
 
 def log_has_result(folder):
@@ -347,7 +336,7 @@ class Runner:
 
 def build_parser():
     p = argparse.ArgumentParser(
-        prog="python -m benchmark_configs.run",
+        prog=command_name("rsmatch-bench-run", "benchmark_configs.run"),
         description="Run benchmark configs with rsmatch-train: skips finished runs, resumes interrupted ones. "
                     "Arguments after '--' are passed to every rsmatch-train command.")
     p.add_argument("configs", nargs="*", help="config files or globs (quote globs)")
@@ -374,7 +363,7 @@ def main(argv=None, out=sys.stdout):
         if args.gpus is not None and (not gpus or not all(g.isdigit() for g in gpus)):
             raise InputError(f"--gpus {args.gpus!r}: give comma-separated GPU ids such as 0,1")
         runs = [inspect(run) for run in collect(args.grid, args.configs, args.save_dir)]
-    except InputError as exc:
+    except UserError as exc:  # InputError, or a config file the loader refuses
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
 
     todo = [r for r in runs if r.status in ("new", "resume")]

@@ -17,8 +17,7 @@ import os
 
 import numpy as np
 
-from rsmatch_usb.errors import UserError
-
+from .errors import UserError
 from .class_names import FASHION_MNIST
 
 CLASS_NAMES = FASHION_MNIST

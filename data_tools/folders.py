@@ -9,8 +9,7 @@ import os
 import numpy as np
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
-from rsmatch_usb.errors import UserError
-
+from .errors import UserError
 from .imageset import ImageSet
 
 

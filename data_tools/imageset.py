@@ -6,7 +6,7 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from rsmatch_usb.errors import UserError
+from .errors import UserError
 
 # PIL's modes of 16-bit images (a 16-bit grayscale PNG opens as I;16); "I" is how
 # PIL widens them. Their real range is 0-65535.

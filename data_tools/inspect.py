@@ -12,11 +12,10 @@ import numpy as np
 import torch
 
 from rsmatch_usb.config import get_config
-from rsmatch_usb.errors import UserError
-
+from .errors import UserError, command_name, report
 from . import usb
 
-PROG = "python -m data_tools.inspect"
+PROG = command_name("rsmatch-inspect", "data_tools.inspect")
 
 
 def count_table(lb_set, ulb_set, eval_set):
@@ -68,8 +67,7 @@ def main(argv=None):
         lb_set, ulb_set, eval_set = usb.build_datasets(args, args.algorithm, args.dataset, args.num_labels,
                                                        args.num_classes, args.data_dir, args.include_lb_to_ulb)
     except UserError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc, PROG)
     print(format_report(args, lb_set, ulb_set, eval_set))
     return 0
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from data_tools.diffusion_generator import (build_unet, make_train_scheduler, sample_diffusion,
                                             to_uint8, train_diffusion)
+from data_tools.errors import report
 from data_tools.synthetic_stats import pixel_features, probe_auroc, real_classifier
 
 NUM_CLASSES = 10
@@ -212,9 +213,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     existing = [str(p) for p in (args.out, args.sheet) if p.exists()]
     if existing and not args.overwrite:
-        print(f"error: {', '.join(existing)} already exists; pass --overwrite to replace it",
-              file=sys.stderr)
-        return 1
+        return report(f"{', '.join(existing)} already exists; pass --overwrite to replace it")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)  # model initialisation

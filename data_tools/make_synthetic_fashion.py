@@ -38,6 +38,7 @@ import torch
 from data_tools import fashion_mnist
 from data_tools.conditional_gan import Discriminator, Generator, sample_cgan, train_cgan
 from data_tools.diffusion_generator import build_unet, make_train_scheduler, sample_diffusion, train_diffusion
+from data_tools.errors import report
 from data_tools.synthetic_stats import pixel_features, probe_auroc, real_classifier
 
 NUM_CLASSES = len(fashion_mnist.CLASS_NAMES)
@@ -341,13 +342,11 @@ def main(argv=None) -> int:
         existing = [str(p) for k in args.sources for p in outputs[k] if p.exists()
                     and not (args.stats_only and p.suffix == ".npz")]
         if existing:
-            print(f"error: {', '.join(existing)} already exists; pass --overwrite to replace it", file=sys.stderr)
-            return 1
+            return report(f"{', '.join(existing)} already exists; pass --overwrite to replace it")
     if args.stats_only:
         missing = [str(outputs[k][0]) for k in args.sources if not outputs[k][0].exists()]
         if missing:
-            print(f"error: {', '.join(missing)} missing; run without --stats-only to make it", file=sys.stderr)
-            return 1
+            return report(f"{', '.join(missing)} missing; run without --stats-only to make it")
 
     torch.set_num_threads(args.threads)
     images, labels = load_generator_split(args.data_dir, args.max_train_per_class)

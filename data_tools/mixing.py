@@ -34,8 +34,7 @@ from fractions import Fraction
 import numpy as np
 from PIL import Image
 
-from rsmatch_usb.errors import UserError
-
+from .errors import UserError
 from .imageset import ImageSet
 from .synthetic import read_synthetic_source, resolve_source
 

@@ -19,8 +19,7 @@ from semilearn.datasets.cv_datasets import imagenet as usb_imagenet
 from semilearn.datasets.cv_datasets import stl10 as usb_stl10
 from semilearn.datasets.cv_datasets import svhn as usb_svhn
 
-from rsmatch_usb.errors import UserError
-
+from .errors import UserError
 from . import class_names, fashion_mnist, folders, splits
 from .imageset import ConcatItems, ImageSet
 

@@ -11,8 +11,7 @@ import random
 import numpy as np
 from semilearn.datasets.utils import sample_labeled_unlabeled_data, split_ssl_data
 
-from rsmatch_usb.errors import UserError
-
+from .errors import UserError
 from .imageset import ImageSet
 
 

@@ -45,6 +45,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from data_tools.class_names import canonical_name, load_class_names
+from data_tools.errors import UserError, command_name, report
 
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
 # T5-base fine-tuned on CommonGen (keywords -> sentence); the model He et al.
@@ -82,7 +83,7 @@ _T5_MAX_NEW_TOKENS = 32
 _T5_SAMPLES_PER_CALL = 32
 
 
-class SynthesisError(Exception):
+class SynthesisError(UserError):
     """A problem the user can fix; the CLI prints it as one error line."""
 
 
@@ -721,7 +722,7 @@ def _render(pipe, prompts, seeds, steps, guidance):
 
 def build_parser():
     p = argparse.ArgumentParser(
-        prog="python -m data_tools.synthesize",
+        prog=command_name("rsmatch-synthesize", "data_tools.synthesize"),
         description="Make a synthetic image set for RS-SSL: prompts from class names "
                     "(T5 or templates), images from a text-to-image diffusion model. "
                     "Rerun the same command to resume.")
@@ -772,8 +773,7 @@ def main(argv=None):
             device=args.device, dtype=args.dtype, num_inference_steps=args.num_inference_steps,
             guidance_scale=args.guidance_scale, overwrite=args.overwrite)
     except SynthesisError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

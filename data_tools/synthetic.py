@@ -26,8 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rsmatch_usb.errors import UserError
-
+from .errors import UserError
 from .folders import class_folders, index_class_folders
 from .imageset import ImageSet
 

@@ -14,8 +14,7 @@ from semilearn.datasets.augmentation import RandAugment, RandomResizedCropAndInt
 from semilearn.datasets.cv_datasets.datasetbase import BasicDataset
 from torchvision import transforms
 
-from rsmatch_usb.errors import UserError
-
+from .errors import UserError
 from . import mixing
 from .sources import REAL_SOURCES
 

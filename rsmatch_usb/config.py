@@ -12,9 +12,8 @@ other algorithms, e.g. ``p_cutoff`` for Dash), and :data:`USB_UNPARSED_KEYS`.
 """
 import argparse
 import difflib
-import os
 
-from ruamel.yaml import YAML, YAMLError
+from data_tools import config_files
 from semilearn.algorithms.utils import str2bool
 
 from .errors import UserError
@@ -26,25 +25,9 @@ USB_UNPARSED_KEYS = frozenset({"clip", "dist_align_target", "simis_la"})
 
 
 def load_yaml(path):
-    """Read a config with ruamel.yaml's safe loader (semilearn's yaml.load is gone in ruamel 0.18+)."""
-    if not os.path.isfile(path):
-        raise UserError(f"config file {path} does not exist; check the --c path")
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            data = YAML(typ="safe", pure=True).load(f)
-    except YAMLError as exc:
-        raise UserError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]}); fix its syntax") from None
-    except UnicodeDecodeError:
-        raise UserError(f"config file {path} is not a UTF-8 text file (a binary file?); give the path of a "
-                        "YAML config") from None
-    except OSError as exc:
-        raise UserError(f"config file {path} cannot be read ({exc.strerror}); check the --c path") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"config file {path} must hold a mapping of keys to values")
+    """The ``--c`` config's keys and values (the shared loader; USB's dashes in keys read as underscores)."""
     # USB configs write dashes and underscores interchangeably for distributed keys.
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    return {str(k).replace("-", "_"): v for k, v in config_files.load_yaml(path, "--c").items()}
 
 
 def base_parser():

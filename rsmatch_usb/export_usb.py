@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import UserError
+from .errors import UserError, report
 from .upstream import registration, rewrite, usb_configs
 
 ALGORITHM_DIR = "semilearn/algorithms/rsmatch"
@@ -62,7 +62,8 @@ def algorithm_files():
         if f"{name}.py" in sources:
             raise rewrite.ExportError(f"{module} would overwrite {name}.py of the RSMatch package; "
                                       "give it another name in rewrite.VENDORED")
-        sources[f"{name}.py"] = (_module_file(module), module.rpartition(".")[0])
+        defining = rewrite.DEFINED_IN.get(module, module)
+        sources[f"{name}.py"] = (_module_file(defining), defining.rpartition(".")[0])
     files = {}
     for name, (path, package) in sources.items():
         text = rewrite.rewrite_imports(path.read_text(encoding="utf-8"), package, _plugin_relpath(path))
@@ -181,8 +182,7 @@ def cli(argv=None):
         files = build_export(args.usb_root or default_usb_root(args.out))
         write_export(files, args.out, args.overwrite)
     except UserError as exc:
-        print(f"rsmatch-export-usb: error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc, "rsmatch-export-usb")
     except (rewrite.ExportError, registration.RegistrationError) as exc:
         print(f"rsmatch-export-usb: error: cannot export the plugin's sources: {exc}", file=sys.stderr)
         return 1

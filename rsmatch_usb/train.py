@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .config import get_config
-from .errors import UserError
+from .errors import UserError, report
 from .fingerprints import fingerprint, log_fingerprint
 from .nets import get_net_builder
 from . import checkpoint, runtime
@@ -278,16 +278,14 @@ def cli(argv=None):
         args = prepare(get_config(argv))
         main(args)
     except UserError as exc:
-        print(f"rsmatch-train: error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc, "rsmatch-train")
     except OSError as exc:
         if exc.errno not in _DISK_ERRNOS:
             raise
         # A disk that fills up (or turns read-only) while training: no traceback, and how to go on.
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"rsmatch-train: error: {exc.strerror}{where}; free space on the disk of save_dir (or set save_dir "
-              "elsewhere), then rerun with resume: True to continue from the last checkpoint", file=sys.stderr)
-        return 2
+        return report(f"{exc.strerror}{where}; free space on the disk of save_dir (or set save_dir elsewhere), "
+                      "then rerun with resume: True to continue from the last checkpoint", "rsmatch-train")
     return 0
 
 

@@ -233,7 +233,7 @@ def test_template_mode(tiny_models, tmp_path):
 
 def _expect_error(capsys, argv, fragment, out):
     before = _snapshot(out)
-    assert synth.main(argv) != 0
+    assert synth.main(argv) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), captured.err

@@ -46,7 +46,7 @@ def test_tiny_run_writes_three_sources_stats_and_sheets(tmp_path, capsys):
     out = tmp_path / "out" / "fashion_cgan.npz"
     before = out.stat().st_mtime_ns
     capsys.readouterr()
-    assert msf.main(TINY + _paths(tmp_path)) != 0
+    assert msf.main(TINY + _paths(tmp_path)) == 2
     err = capsys.readouterr().err
     assert "--overwrite" in err and len(err.strip().splitlines()) == 1
     assert out.stat().st_mtime_ns == before

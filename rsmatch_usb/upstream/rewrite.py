@@ -20,6 +20,10 @@ VENDORED = {
     "rsmatch_usb.errors": "errors",
     "rsmatch_usb.fingerprints": "fingerprints",
 }
+# Vendored modules that only re-export: the module whose file is copied instead.
+DEFINED_IN = {
+    "rsmatch_usb.errors": "data_tools.errors",
+}
 
 PLUGIN_ROOTS = ("rsmatch_usb", "data_tools")
 _PLUGIN_NAME = re.compile(rf"^(?:{'|'.join(PLUGIN_ROOTS)})(?:\.\w+)*$")

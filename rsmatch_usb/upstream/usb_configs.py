@@ -21,19 +21,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ruamel.yaml import YAML
-
-from rsmatch_usb.errors import UserError
+from data_tools.config_files import parse_yaml
+from rsmatch_usb.errors import UserError, report
 
 TABLE = Path(__file__).with_name("usb_fixmatch_classic_cv.csv")
 USB_CONFIG_DIR = "config/classic_cv/fixmatch"
 EXPORT_CONFIG_DIR = "config/classic_cv/rsmatch"
 _LINE = re.compile(r"^([A-Za-z_][\w-]*):\s*(.*?)\s*$")
 _RENAMED = ("save_name", "load_path")
-
-
-def _yaml_load(text):
-    return YAML(typ="safe", pure=True).load(text)
 
 
 # ---------------------------------------------------------------- the table
@@ -90,7 +85,7 @@ def yaml_scalar(value):
     text = str(value) if isinstance(value, (bool, int, float, str)) else None
     if text is None:
         raise TypeError(f"cannot write {value!r} as a config value")
-    if _yaml_load(f"k: {text}")["k"] != value:
+    if parse_yaml(f"k: {text}")["k"] != value:
         text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return text
 
@@ -148,8 +143,7 @@ def cli(argv=None):
             commit = done.stdout.strip()
         text = build_table(args.usb_checkout, commit)
     except UserError as exc:
-        print(f"usb_configs: error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc, "usb_configs")
     Path(args.out).write_text(text, encoding="utf-8")
     print(f"wrote {args.out}")
     return 0

@@ -1,0 +1,42 @@
+"""The one exception type for bad user input, and how every command reports it.
+
+It sits at the bottom of the layers and imports nothing of the project, so a
+data reader can raise it without loading semilearn or the plugin's algorithms;
+:mod:`rsmatch_usb.errors` re-exports it. The tools' own bad-input errors
+(``SynthesisError``, the ``InputError`` of ``benchmark_configs``) derive from it.
+"""
+import os
+import sys
+
+# Exit status of every command for bad input (argparse's own for a bad flag).
+BAD_INPUT_EXIT = 2
+
+
+class UserError(Exception):
+    """Bad input from the user: a config key, a path, a dataset, a device.
+
+    The message names the problem and the fix. rsmatch-usb's command-line entry
+    points print it as one ``error:`` line and exit with :data:`BAD_INPUT_EXIT`
+    instead of showing a traceback; elsewhere (RSMatch exported into USB) it is
+    an ordinary exception.
+    """
+
+    def __str__(self):
+        text = super().__str__()
+        # torch's DataLoader re-raises a worker's exception as the same type, its message
+        # followed by the worker's traceback; the user needs the message only.
+        if "\nOriginal Traceback" in text:
+            return text.rstrip().splitlines()[-1].split("UserError: ", 1)[-1]
+        return text
+
+
+def command_name(script, module):
+    """How the user started a command: its console script ``script``, else ``python -m module``."""
+    return script if os.path.basename(sys.argv[0]) == script else f"python -m {module}"
+
+
+def report(exc, prog=None):
+    """Print ``exc`` as the one ``prog: error: ...`` line on stderr; returns :data:`BAD_INPUT_EXIT`."""
+    prefix = f"{prog}: " if prog else ""
+    print(f"{prefix}error: {exc}", file=sys.stderr)
+    return BAD_INPUT_EXIT

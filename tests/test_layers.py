@@ -1,0 +1,100 @@
+"""The layers point one way: errors at the bottom, data readers without semilearn, one bad-input exit code."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+READ_NPZ = """
+import json, sys
+import numpy as np
+from data_tools import mixing
+from data_tools.synthetic import read_synthetic_source
+np.savez(sys.argv[1], images=np.zeros((3, 4, 4), np.uint8), labels=np.array([0, 1, 1]))
+s = read_synthetic_source(sys.argv[1], "imagefolder", ["cat", "dog"])
+print(json.dumps({"labels": s.labels.tolist(),
+                  "loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("semilearn", "rsmatch_usb"))}))
+"""
+
+
+def test_reading_a_synthetic_source_imports_neither_semilearn_nor_the_algorithms(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
+    done = subprocess.run([sys.executable, "-c", READ_NPZ, str(tmp_path / "s.npz")], capture_output=True,
+                          text=True, env=env, cwd=str(tmp_path), timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["labels"] == [0, 1, 1]
+    assert found["loaded"] == []
+
+
+def test_every_bad_input_error_is_the_one_user_error():
+    from benchmark_configs import gpu_selfcheck, overhead, report, run
+    from data_tools import errors
+    from data_tools.synthesize import SynthesisError
+    from rsmatch_usb import errors as plugin_errors
+
+    assert plugin_errors.UserError is errors.UserError
+    for cls in (SynthesisError, run.InputError, report.InputError, overhead.InputError, gpu_selfcheck.InputError):
+        assert issubclass(cls, errors.UserError), cls
+
+
+def test_report_is_one_line_and_the_bad_input_exit_code(capsys):
+    from data_tools.errors import UserError, report
+
+    assert report(UserError("num_labels: 45 is not divisible by 10; use 40"), "rsmatch-train") == 2
+    assert capsys.readouterr().err == "rsmatch-train: error: num_labels: 45 is not divisible by 10; use 40\n"
+
+
+def test_existing_output_is_bad_input_exit_2(tmp_path, capsys):
+    """Refusing to overwrite is bad input: exit 2, as in every other command (argparse's code for a bad flag)."""
+    from data_tools import make_synthetic_digits
+
+    existing = tmp_path / "digits.npz"
+    existing.write_bytes(b"")
+    assert make_synthetic_digits.main(["--out", str(existing), "--sheet", str(tmp_path / "sheet.png")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--overwrite" in lines[0]
+    assert existing.read_bytes() == b"" and not (tmp_path / "sheet.png").exists()
+
+
+def test_train_command_and_runner_read_configs_with_one_loader(tmp_path, capsys):
+    """A broken YAML file is the same one error line, exit 2, in rsmatch-train and in the grid runner."""
+    import io
+
+    from benchmark_configs import run
+    from rsmatch_usb.train import cli
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("algorithm: [fixmatch\n")
+    assert cli(["--c", str(bad)]) == 2
+    train_err = capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        run.main([str(bad), "--dry-run"], out=io.StringIO())
+    assert exc.value.code == 2
+    runner_err = capsys.readouterr().err
+    message = f"config file {bad} is not valid YAML"
+    assert train_err.startswith(f"rsmatch-train: error: {message}")
+    assert message in runner_err and len(runner_err.strip().splitlines()) == 1
+    assert train_err.split(message)[1] == runner_err.split(message)[1]
+
+
+def test_console_scripts_point_at_entry_points_and_name_themselves(monkeypatch):
+    import configparser
+    import importlib
+
+    from data_tools.errors import command_name
+
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(REPO, "setup.cfg"))
+    scripts = dict(line.split(" = ") for line in cfg["options.entry_points"]["console_scripts"].strip().splitlines())
+    assert {"rsmatch-train", "rsmatch-inspect", "rsmatch-synthesize", "rsmatch-bench-run",
+            "rsmatch-bench-report"} <= set(scripts)
+    for target in scripts.values():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), target
+    assert command_name("rsmatch-bench-run", "benchmark_configs.run") == "python -m benchmark_configs.run"
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/rsmatch-bench-run", "--dry-run"])
+    assert command_name("rsmatch-bench-run", "benchmark_configs.run") == "rsmatch-bench-run"
