@@ -41,7 +41,6 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmark_configs import generate
-from rsmatch_usb import checkpoint as checkpoints
 from data_tools.config_files import load_yaml
 from data_tools.errors import UserError, command_name
 
@@ -110,6 +109,9 @@ def inspect(run):
         path = os.path.join(run.folder, name)
         if not os.path.isfile(path):
             continue
+        # Imported here: importing the plugin loads semilearn, which only a checkpoint to read needs.
+        from rsmatch_usb import checkpoint as checkpoints
+
         try:
             iters = checkpoints.iterations(path)
         except checkpoints.CheckpointError as exc:
