@@ -19,6 +19,7 @@ VENDORED = {
     "rsmatch_usb.heads": "heads",
     "rsmatch_usb.errors": "errors",
     "rsmatch_usb.fingerprints": "fingerprints",
+    "rsmatch_usb.algorithms.common": "common",
 }
 # Vendored modules that only re-export: the module whose file is copied instead.
 DEFINED_IN = {

@@ -8,7 +8,7 @@ from semilearn.core.utils import ALGORITHMS
 
 from rsmatch_usb.heads import ExtraHeadsMixin
 
-from ..openmatch.hooks import SyntheticAUROCHook
+from ..common import SyntheticAUROCHook, forward_all
 from .utils import open_set_targets, ova_inlier_probs, ova_loss, soft_ce
 
 
@@ -76,18 +76,10 @@ class IOMatch(ExtraHeadsMixin, AlgorithmBase):
         """Probability of the open-set classifier's extra "outlier" class."""
         return torch.softmax(head_outputs["open_set"]["open"].float(), dim=1)[:, -1]
 
-    def forward_all(self, parts):
-        """Logits and features of the concatenated inputs ``parts``, in one pass when ``use_cat``."""
-        if self.use_cat:
-            out = self.model(torch.cat(parts))
-            return out["logits"], out["feat"]
-        outs = [self.model(x) for x in parts]
-        return torch.cat([o["logits"] for o in outs]), torch.cat([o["feat"] for o in outs])
-
     def train_step(self, x_lb, y_lb, x_ulb_w, x_ulb_s):
         num_lb, num_ulb = y_lb.shape[0], x_ulb_w.shape[0]
         with self.amp_cm():
-            logits, feats = self.forward_all([x_lb, x_ulb_w, x_ulb_s])
+            logits, feats = forward_all(self, [x_lb, x_ulb_w, x_ulb_s])
             heads = self.extra_heads(feats)["open_set"]
             logits_x_lb = logits[:num_lb]
             logits_x_ulb_w, logits_x_ulb_s = logits[num_lb:].chunk(2)

@@ -1,12 +1,12 @@
 """IOMatch's open-set targets and losses as pure functions.
 
 The multi-binary classifier uses OpenMatch's one-vs-all layout and loss
-(:mod:`rsmatch_usb.algorithms.openmatch.utils`): IOMatch trains it on labeled
+(:mod:`rsmatch_usb.algorithms.ova`): IOMatch trains it on labeled
 data exactly as OpenMatch trains its OVA head.
 """
 import torch
 
-from ..openmatch.utils import ova_inlier_probs, ova_loss  # noqa: F401  (re-exported: IOMatch's L_mb)
+from ..ova import ova_inlier_probs, ova_loss  # noqa: F401  (re-exported: IOMatch's L_mb)
 
 
 def open_set_targets(probs, inlier_probs):

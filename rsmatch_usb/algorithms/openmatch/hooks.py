@@ -1,111 +1,16 @@
-"""Hooks that run an algorithm's outlier detector over the unlabeled set.
+"""OpenMatch's inlier selection over the unlabeled set.
 
-An algorithm that uses them defines ``outlier_score(logits, head_outputs)``:
-one score per sample, higher meaning "more likely an outlier". OpenMatch
-scores with its one-vs-all head; IOMatch reuses the AUROC hook with its
-open-set head.
+Scores with the algorithm's ``outlier_score(logits, head_outputs)`` through
+:func:`rsmatch_usb.algorithms.common.score_unlabeled`, which the synthetic-AUROC
+hook of every open-set algorithm shares.
 """
-import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image
 from semilearn.core.hooks import Hook
-from sklearn.metrics import roc_auc_score
-from torch.utils.data import DataLoader, Dataset
 
 from rsmatch_usb.heads import unwrap
 
-# Unlabeled samples scored for eval/synthetic_auroc: enough for an AUROC within ~0.02,
-# few enough to cost well under one evaluation of a CIFAR-sized test set.
-MAX_AUROC_SAMPLES = 1000
-
-
-class EvalView(Dataset):
-    """Images of a USB dataset under another transform (the evaluation one), unaugmented."""
-
-    def __init__(self, dataset, transform):
-        self.dataset = dataset
-        self.transform = transform
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, idx):
-        img, _ = self.dataset.__sample__(idx)
-        if isinstance(img, np.ndarray):
-            img = Image.fromarray(img)
-        return self.transform(img)
-
-
-@torch.no_grad()
-def score_unlabeled(algorithm, indices):
-    """``algorithm.outlier_score`` of the unlabeled samples ``indices``, a CPU float tensor.
-
-    Uses the online backbone and heads in eval mode: the heads have no EMA copy,
-    so pairing them with the EMA backbone would mix two different networks.
-    """
-    view = EvalView(algorithm.dataset_dict["train_ulb"], algorithm.dataset_dict["eval"].transform)
-    # An explicit generator keeps the DataLoader from drawing its seed from the
-    # global RNG, so scoring does not shift the training run's random stream.
-    loader = DataLoader(view, batch_size=algorithm.args.eval_batch_size, sampler=indices.tolist(),
-                        num_workers=algorithm.args.num_workers, generator=torch.Generator())
-    model, heads = unwrap(algorithm.model), unwrap(algorithm.extra_heads)
-    device = next(model.parameters()).device
-    model_mode, heads_mode = model.training, heads.training
-    model.eval()
-    heads.eval()
-    try:
-        scores = []
-        for x in loader:
-            out = model(x.to(device))
-            scores.append(algorithm.outlier_score(out["logits"], heads(out["feat"])).float().cpu())
-    finally:
-        model.train(model_mode)
-        heads.train(heads_mode)
-    return torch.cat(scores) if scores else torch.zeros(0)
-
-
-def synthetic_flags(algorithm):
-    """Ground-truth synthetic flags of the unlabeled set, or None when the dataset has none."""
-    data = getattr(algorithm.dataset_dict["train_ulb"], "data", None)
-    flags = getattr(data, "is_synthetic", None)
-    return None if flags is None else np.asarray(flags, dtype=bool)
-
-
-class SyntheticAUROCHook(Hook):
-    """Logs ``eval/synthetic_auroc``: how well the outlier score ranks synthetic unlabeled images first.
-
-    Runs when USB's EvaluationHook does (register it after that hook), on the
-    main process, only when the unlabeled set has both real and synthetic
-    images, and on a fixed seeded subset of at most ``max_samples`` of them.
-    """
-
-    def __init__(self, max_samples=MAX_AUROC_SAMPLES):
-        super().__init__()
-        self.max_samples = max_samples
-        self.indices = None
-        self.flags = None
-
-    def before_run(self, algorithm):
-        flags = synthetic_flags(algorithm)
-        if flags is None or flags.all() or not flags.any():
-            return
-        generator = torch.Generator().manual_seed(algorithm.args.seed)
-        indices = torch.randperm(len(flags), generator=generator)[:self.max_samples].sort().values
-        subset = flags[indices.numpy()]
-        if subset.all() or not subset.any():
-            return
-        self.indices, self.flags = indices, subset
-
-    def after_train_step(self, algorithm):
-        if self.indices is None:
-            return
-        if not (self.every_n_iters(algorithm, algorithm.num_eval_iter) or self.is_last_iter(algorithm)):
-            return
-        if algorithm.distributed and algorithm.rank % algorithm.ngpus_per_node != 0:
-            return
-        scores = score_unlabeled(algorithm, self.indices).numpy()
-        algorithm.log_dict["eval/synthetic_auroc"] = float(roc_auc_score(self.flags, scores))
+from ..common import score_unlabeled, synthetic_flags
 
 
 class InlierSelectionHook(Hook):

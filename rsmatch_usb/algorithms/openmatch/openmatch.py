@@ -1,8 +1,6 @@
 """OpenMatch (Saito, Kim, Saenko, NeurIPS 2021) as a USB algorithm."""
-import numpy as np
 import torch
 import torch.nn as nn
-from PIL import Image
 from semilearn.algorithms.hooks import FixedThresholdingHook, PseudoLabelingHook
 from semilearn.algorithms.utils import SSL_Argument, str2bool
 from semilearn.core.algorithmbase import AlgorithmBase
@@ -12,7 +10,8 @@ from torch.utils.data import Dataset
 
 from rsmatch_usb.heads import ExtraHeadsMixin
 
-from .hooks import InlierSelectionHook, SyntheticAUROCHook
+from ..common import ExtraStateMixin, SyntheticAUROCHook, forward_all, read_image
+from .hooks import InlierSelectionHook
 from .utils import ova_entropy_loss, ova_loss, ova_outlier_score, socr_loss
 
 
@@ -37,10 +36,7 @@ class TwoWeakViews(Dataset):
 
     def __getitem__(self, idx):
         item = self.dataset[idx]
-        img, _ = self.dataset.__sample__(idx)
-        if isinstance(img, np.ndarray):
-            img = Image.fromarray(img)
-        item["x_ulb_w_2"] = self.dataset.transform(img)
+        item["x_ulb_w_2"] = self.dataset.transform(read_image(self.dataset, idx))
         return item
 
 
@@ -52,7 +48,7 @@ def ova_head(num_features, num_classes):
 
 
 @ALGORITHMS.register("openmatch")
-class OpenMatch(ExtraHeadsMixin, AlgorithmBase):
+class OpenMatch(ExtraStateMixin, ExtraHeadsMixin, AlgorithmBase):
     """OpenMatch: FixMatch on the unlabeled samples that a one-vs-all detector accepts as inliers.
 
     Per step: cross-entropy and the OVA loss (own class + hardest negative) on
@@ -108,21 +104,13 @@ class OpenMatch(ExtraHeadsMixin, AlgorithmBase):
     def outlier_score(self, logits, head_outputs):
         return ova_outlier_score(logits, head_outputs["ova"])
 
-    def forward_all(self, parts):
-        """Logits and features of the concatenated inputs ``parts``, in one pass when ``use_cat``."""
-        if self.use_cat:
-            out = self.model(torch.cat(parts))
-            return out["logits"], out["feat"]
-        outs = [self.model(x) for x in parts]
-        return torch.cat([o["logits"] for o in outs]), torch.cat([o["feat"] for o in outs])
-
     def train_step(self, x_lb, y_lb, idx_ulb, x_ulb_w, x_ulb_w_2, x_ulb_s):
         num_lb, num_ulb = y_lb.shape[0], x_ulb_w.shape[0]
         fixmatch_on = self.it >= self.start_fix
         with self.amp_cm():
             # The strong view only feeds FixMatch; before start_fix it is not forwarded.
             parts = [x_lb, x_ulb_w, x_ulb_w_2] + ([x_ulb_s] if fixmatch_on else [])
-            logits, feats = self.forward_all(parts)
+            logits, feats = forward_all(self, parts)
             logits_ova = self.extra_heads(feats)["ova"]
             logits_x_lb, logits_x_ulb_w = logits[:num_lb], logits[num_lb:num_lb + num_ulb]
             ova_x_lb = logits_ova[:num_lb]
@@ -161,19 +149,15 @@ class OpenMatch(ExtraHeadsMixin, AlgorithmBase):
                                          util_ratio=mask.float().mean().item())
         return out_dict, log_dict
 
-    def get_save_dict(self):
-        save_dict = super().get_save_dict()
-        save_dict["inlier_mask"] = self.inlier_mask.clone()
-        return save_dict
+    def extra_state(self):
+        return {"inlier_mask": self.inlier_mask.clone()}
 
-    def load_model(self, load_path):
-        checkpoint = super().load_model(load_path)
+    def load_extra_state(self, checkpoint):
         mask = checkpoint["inlier_mask"]
         if mask.shape != self.inlier_mask.shape:
             raise ValueError(f"inlier_mask has {mask.numel()} entries but the unlabeled set has "
                              f"{self.inlier_mask.numel()} samples")
         self.hooks_dict["InlierSelectionHook"].inlier_mask = mask.bool().cpu()
-        return checkpoint
 
     @staticmethod
     def get_argument():

@@ -4,31 +4,8 @@ import random
 
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import Dataset
 
-
-def read_image(dataset, index):
-    """Image ``index`` of a USB dataset, untransformed (as its ``__getitem__`` sees it)."""
-    img, _ = dataset.__sample__(index)
-    if isinstance(img, np.ndarray):
-        img = Image.fromarray(img)
-    return img
-
-
-class IndexedImages(Dataset):
-    """``transform(image)`` for the given indices of a USB dataset."""
-
-    def __init__(self, dataset, indices, transform):
-        self.dataset = dataset
-        self.indices = [int(i) for i in indices]
-        self.transform = transform
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, i):
-        return self.transform(read_image(self.dataset, self.indices[i]))
+from ..common import IndexedImages, read_image  # noqa: F401  (re-exported: shared with the other algorithms)
 
 
 @contextlib.contextmanager
