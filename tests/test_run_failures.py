@@ -42,17 +42,26 @@ def test_save_dir_under_a_file_is_an_error(tmp_path, capsys):
     assert len(err) == 1 and "is a file, so the run folder" in err[0], err
 
 
-def test_full_disk_while_saving_is_one_error_line(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("writer", ["checkpoint", "log file"])
+def test_full_disk_is_one_error_line(tmp_path, capsys, monkeypatch, writer):
+    import logging
+
     import torch
 
-    def no_space(obj, f, *args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), getattr(f, "name", f))
+    def no_space(self_or_obj, f=None, *args, **kwargs):
+        name = getattr(self_or_obj, "baseFilename", None) or getattr(f, "name", f)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
 
-    monkeypatch.setattr(torch, "save", no_space)  # every checkpoint write meets a full disk
+    # Every checkpoint write, or the opening of the run's log.txt, meets a full disk.
+    if writer == "checkpoint":
+        monkeypatch.setattr(torch, "save", no_space)
+    else:
+        monkeypatch.setattr(logging.FileHandler, "_open", no_space)
     code, _ = run_train(tmp_path, tiny_config(tmp_path))
     assert code == 2
     line = _one_error_line(capsys)
-    assert "No space left on device" in line and "resume: True" in line
+    # Both name the file and how to go on (the checkpoint writer's message, or the train command's).
+    assert "No space left on device" in line and "resume" in line
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])

@@ -44,6 +44,7 @@ def _wait(condition, timeout):
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the training child through /proc")
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 @pytest.mark.multiprocess
 def test_signal_to_runner_stops_its_training(tmp_path, signum):
@@ -56,7 +57,8 @@ def test_signal_to_runner_stops_its_training(tmp_path, signum):
                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     child = None
     try:
-        assert _wait(lambda: _children(runner.pid), 60), "the runner started no training"
+        # The runner imports torch before its first run: minutes on a loaded machine.
+        assert _wait(lambda: _children(runner.pid), 240), "the runner started no training"
         child = _children(runner.pid)[0]
         time.sleep(1.0)  # let the child get going (imports), as a real interruption would find it
         os.kill(runner.pid, signum)  # the runner only, as kill/timeout/schedulers do
