@@ -107,8 +107,13 @@ def make_sampler(name: str, train_scheduler, steps: int):
     """A diffusers sampling scheduler set to ``steps`` steps, sharing the training noise schedule."""
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-    cls = {"ddim": DDIMScheduler, "dpmsolver": DPMSolverMultistepScheduler}[name]
-    sampler = cls.from_config(train_scheduler.config)
+    if name == "ddim":
+        sampler = DDIMScheduler.from_config(train_scheduler.config)
+    else:
+        # diffusers' advice for pixel-space models: DPM-Solver++ with dynamic thresholding.
+        # Without it the first step, at t=999 where the cosine schedule leaves
+        # alpha_bar ~ 2e-9, divides the noise estimate by ~5e-5 and saturates every pixel.
+        sampler = DPMSolverMultistepScheduler.from_config(train_scheduler.config, thresholding=True)
     sampler.set_timesteps(steps)
     return sampler
 
@@ -120,7 +125,7 @@ def sample_diffusion(model, train_scheduler, drawn_class: np.ndarray, *, steps: 
     """Sample one image per entry of ``drawn_class``; return uint8 (N, S, S).
 
     ``sampler`` is ``'ddim'`` (deterministic DDIM, eta 0) or ``'dpmsolver'``
-    (DPM-Solver++ multistep, diffusers' default few-step sampler);
+    (DPM-Solver++ multistep with dynamic thresholding, a few-step sampler);
     ``guidance_scale`` 1 is plain conditional sampling, above 1 classifier-free
     guidance against the null class.
     """
