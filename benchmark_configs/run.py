@@ -44,6 +44,8 @@ from benchmark_configs import generate
 from data_tools.config_files import load_yaml
 from data_tools.errors import UserError, command_name
 
+# Also in rsmatch_usb.run_folder, which the train command uses; repeated here so
+# that the runner loads semilearn only when there is a checkpoint to read.
 RESULT_LINE = "Model result - eval/best_acc"
 # A run folder's checkpoints, newest first: USB saves model_best.pth at or before latest_model.pth.
 CHECKPOINTS = ("latest_model.pth", "model_best.pth")

@@ -15,6 +15,7 @@ import time
 import torch
 
 _ORIGINALS = {}
+_ORIGINAL_ITEMS = {}  # id(mapping): (mapping, {key: original value})
 
 
 class WallClockEvent:
@@ -79,18 +80,51 @@ def _after_run_recording_completed_iterations(original):
 
 
 def _save_model_atomically(self, save_name, save_path):
-    """AlgorithmBase.save_model, writing through :func:`rsmatch_usb.checkpoint.save`."""
+    """AlgorithmBase.save_model, writing through :func:`rsmatch_usb.checkpoint.save`.
+
+    A failed write (a full disk) raises its OSError with the previous checkpoint
+    intact; the train command reports it as one error line.
+    """
     from . import checkpoint
-    from .errors import UserError
 
     path = os.path.join(save_path, save_name)
-    try:
-        os.makedirs(save_path, exist_ok=True)
-        checkpoint.save(self.get_save_dict(), path)
-    except OSError as exc:
-        raise UserError(f"cannot write checkpoint {path} ({exc.strerror or exc}); the previous checkpoint "
-                        "is intact: free disk space or fix the folder's permissions, then resume") from None
+    os.makedirs(save_path, exist_ok=True)
+    checkpoint.save(self.get_save_dict(), path)
     self.print_fn(f"model saved: {path}")
+
+
+def _patch_item(mapping, key, value):
+    if key not in _ORIGINAL_ITEMS.setdefault(id(mapping), (mapping, {}))[1]:
+        _ORIGINAL_ITEMS[id(mapping)][1][key] = mapping[key]
+    mapping[key] = value
+
+
+def _set_data_loader_resumable(original):
+    def set_data_loader(self):
+        from . import resume
+
+        return resume.prepare_loaders(original(self))
+    return set_data_loader
+
+
+def _get_save_dict_with_resume_state(original):
+    def get_save_dict(self):
+        from . import resume
+
+        save_dict = original(self)
+        save_dict["resume_state"] = resume.state(self)
+        return save_dict
+    return get_save_dict
+
+
+def _load_model_resuming(original):
+    def load_model(self, load_path):
+        from . import resume
+
+        checkpoint = original(self, load_path)
+        resume.restore(self, checkpoint)
+        return checkpoint
+    return load_model
 
 
 def _patch(owner, name, value):
@@ -133,9 +167,12 @@ def activate(device):
     leaves ``Tensor.cuda`` and the CUDA events as torch defines them.
     """
     import semilearn.core.algorithmbase as algorithmbase
+    import semilearn.datasets.samplers as samplers
     from semilearn.core.hooks import EvaluationHook
 
     from data_tools import usb as usb_data
+
+    from . import resume
 
     # Plugin datasets (digits, ImageFolder sources, RS-SSL contamination) are built
     # by data_tools; AlgorithmBase.set_dataset looks get_dataset up in its module,
@@ -145,6 +182,17 @@ def activate(device):
         _patch(EvaluationHook, "after_run", _after_run_recording_completed_iterations(EvaluationHook.after_run))
     # save_model writes in place: a kill or full disk mid-write destroyed the only resume point.
     _patch(algorithmbase.AlgorithmBase, "save_model", _save_model_atomically)
+    # Exact resume (rsmatch_usb.resume): samplers that resume mid-epoch and seed each
+    # batch, and the RNG states in every checkpoint. Subclasses' get_save_dict,
+    # load_model and set_data_loader call these through super(), so every algorithm has them.
+    for name, sampler in resume.SAMPLERS.items():
+        _patch_item(samplers.name2sampler, name, sampler)
+    base = algorithmbase.AlgorithmBase
+    for name, wrap in (("set_data_loader", _set_data_loader_resumable),
+                       ("get_save_dict", _get_save_dict_with_resume_state),
+                       ("load_model", _load_model_resuming)):
+        if (base, name) not in _ORIGINALS:
+            _patch(base, name, wrap(getattr(base, name)))
     if device == "cpu":
         activate_cpu()
     else:
@@ -181,6 +229,9 @@ def deactivate():
     for (owner, name), value in _ORIGINALS.items():
         setattr(owner, name, value)
     _ORIGINALS.clear()
+    for mapping, originals in _ORIGINAL_ITEMS.values():
+        mapping.update(originals)
+    _ORIGINAL_ITEMS.clear()
 
 
 @contextlib.contextmanager

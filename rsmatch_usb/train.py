@@ -7,11 +7,12 @@ CPU or CUDA. Differences from USB's script, each deliberate: bad input is one
 stops the run instead of silently starting from scratch; with no GPU,
 ``multiprocessing_distributed`` spawns ``world_size`` CPU processes on gloo.
 """
+import contextlib
 import errno
 import logging
+import logging.handlers
 import os
 import random
-import shutil
 import socket
 import sys
 import warnings
@@ -23,7 +24,7 @@ from .config import get_config
 from .errors import UserError, report
 from .fingerprints import fingerprint, log_fingerprint
 from .nets import get_net_builder
-from . import checkpoint, runtime
+from . import checkpoint, run_folder, runtime
 
 
 # Write errors of the disk under save_dir, which no check before the run can rule out.
@@ -55,6 +56,7 @@ def prepare(args):
         raise UserError(f"num_labels: {args.num_labels} labeled images cannot train a classifier; give at least "
                         f"one per class (num_classes: {args.num_classes})")
     check_writable_folder(os.path.join(args.save_dir, args.save_name))
+    check_run_folder(args)
     if args.resume and args.load_path and os.path.exists(args.load_path):
         check_checkpoint(args.load_path)
 
@@ -98,6 +100,21 @@ def check_writable_folder(path):
                         "point save_dir at a folder you can write to")
 
 
+def check_run_folder(args):
+    """A UserError when this run would overwrite a run folder it was not told to overwrite; writes nothing."""
+    save_path = os.path.join(args.save_dir, args.save_name)
+    if not os.path.exists(save_path):
+        return
+    if not args.resume and not args.overwrite:
+        raise UserError(f"{save_path} exists; set overwrite: True, resume: True, or another save_name")
+    if args.resume and not (args.load_path and os.path.exists(args.load_path)) and not args.overwrite:
+        marker = run_folder.finished_marker(save_path)
+        if marker:
+            raise UserError(f"load_path: {args.load_path} does not exist, and {save_path} holds a run that "
+                            f"trained ({marker}); fix load_path to resume it, or set overwrite: True to "
+                            "train it again from scratch")
+
+
 def check_checkpoint(path):
     """Fail loudly on a checkpoint that cannot be loaded safely or is not a USB checkpoint.
 
@@ -112,16 +129,12 @@ def check_checkpoint(path):
 
 
 def main(args):
-    """Prepare the run folder, then train in this process or in spawned workers."""
-    save_path = os.path.join(args.save_dir, args.save_name)
-    if os.path.exists(save_path) and not args.resume:
-        if not args.overwrite:
-            raise UserError(f"{save_path} exists; set overwrite: True, resume: True, or another save_name")
-        shutil.rmtree(save_path)
+    """Train in this process, or in spawned workers while this process holds the run folder's lock."""
     if args.multiprocessing_distributed and args.procs_per_node > 1:
         import torch.multiprocessing as mp
 
-        mp.spawn(main_worker, nprocs=args.procs_per_node, args=(args.procs_per_node, args))
+        with run_folder.locked(os.path.join(args.save_dir, args.save_name), clear=not args.resume):
+            mp.spawn(main_worker, nprocs=args.procs_per_node, args=(args.procs_per_node, args, True))
     else:
         return main_worker(args.gpu, args.procs_per_node, args)
 
@@ -172,14 +185,16 @@ def build_algorithm(args, procs_per_node, logger, tb_log=None):
     return algorithm
 
 
-def main_worker(local_rank, procs_per_node, args):
+def main_worker(local_rank, procs_per_node, args, folder_locked=False):
     """Train on one device: USB's main_worker with the runtime adaptations active.
 
-    An error that stops the run is also written to the run's log.txt, which
-    otherwise would end at the last progress line.
+    ``folder_locked``: the parent process holds the run folder's lock (spawned
+    DDP workers); otherwise this process takes it. An error that stops the run
+    is also written to the run's log.txt, which otherwise would end at the
+    last progress line.
     """
     try:
-        return _main_worker(local_rank, procs_per_node, args)
+        return _main_worker(local_rank, procs_per_node, args, folder_locked)
     except (Exception, KeyboardInterrupt) as exc:
         log_stop(args, exc)
         raise
@@ -207,7 +222,7 @@ def log_stop(args, exc):
             handler.handle(record)
 
 
-def _main_worker(local_rank, procs_per_node, args):
+def _main_worker(local_rank, procs_per_node, args, folder_locked):
     import torch.distributed as dist
     from semilearn.core.utils import TBLog, get_logger
 
@@ -226,34 +241,51 @@ def _main_worker(local_rank, procs_per_node, args):
 
     save_path = os.path.join(args.save_dir, args.save_name)
     is_main = args.rank % procs_per_node == 0
-    tb_log = TBLog(save_path, "tensorboard", use_tensorboard=args.use_tensorboard) if is_main else None
+    level = logging.INFO if is_main else logging.WARNING
     # get_logger adds a file handler on every call; drop those of an earlier run
     # in this process (tests, notebooks) so lines are not written twice.
-    for handler in list(logging.getLogger(args.save_name).handlers):
-        logging.getLogger(args.save_name).removeHandler(handler)
+    logger = logging.getLogger(args.save_name)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
         handler.close()
-    logger = get_logger(args.save_name, save_path, "INFO" if is_main else "WARNING")
+    get_logger(args.save_name, None, logging.getLevelName(level))  # the console only, for now
     # get_logger sets the level through logging.basicConfig, a no-op when the
     # host process (pytest, a notebook) has configured logging already.
-    logger.setLevel(logging.INFO if is_main else logging.WARNING)
+    logger.setLevel(level)
+    # Lines logged before the run folder may be written are kept for its log.txt.
+    early = logging.handlers.MemoryHandler(capacity=10 ** 6, flushLevel=logging.CRITICAL + 1)
+    logger.addHandler(early)
     logger.info(f"Use device: {args.device} (gpu {args.gpu}) for training")
 
-    algorithm = build_algorithm(args, procs_per_node, logger, tb_log)
+    algorithm = build_algorithm(args, procs_per_node, logger)
     logger.info(f"Arguments: {algorithm.args}")
 
+    # Every check that can fail happens before the run folder is created or changed.
     if args.resume and args.load_path and os.path.exists(args.load_path):
         try:
             algorithm.load_model(args.load_path)
         except (RuntimeError, KeyError, ValueError) as exc:
             raise UserError(f"load_path: checkpoint {args.load_path} does not fit this config "
                             f"({str(exc).splitlines()[0][:200]}); use the config it was trained with") from None
-        # USB stores epoch + 1 even for a mid-epoch checkpoint, so with USB's usual
-        # 'epoch: 1' the resumed loop would not run at all; restart in the epoch
-        # the checkpoint was taken in (iterations, not epochs, end training).
-        algorithm.start_epoch = min(algorithm.it // max(algorithm.num_iter_per_epoch, 1), algorithm.epochs - 1)
+        # load_model (rsmatch_usb.resume.restore) also positions the data and RNGs.
         logger.info(f"Resumed from {args.load_path} at iteration {algorithm.it}")
     elif args.resume:
         logger.info(f"Resume load path {args.load_path} does not exist; training from scratch")
+
+    with contextlib.ExitStack() as stack:
+        if not folder_locked:
+            stack.enter_context(run_folder.locked(save_path, clear=not args.resume))
+        get_logger(args.save_name, save_path, logging.getLevelName(level))  # adds log.txt
+        early.setTarget(logger.handlers[-1])
+        logger.removeHandler(early)
+        early.close()  # flushes the early lines into log.txt
+        if is_main:
+            algorithm.tb_log = TBLog(save_path, "tensorboard", use_tensorboard=args.use_tensorboard)
+        return _train(algorithm, args, logger)
+
+
+def _train(algorithm, args, logger):
+    import torch.distributed as dist
 
     if hasattr(algorithm, "warmup"):
         logger.info("Warmup stage")

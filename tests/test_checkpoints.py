@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from conftest import REPO, run_train, tiny_config, write_config
@@ -108,7 +107,7 @@ def test_a_failing_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monk
     code, _ = run_train(tmp_path, dict(cfg, num_train_iter=4, resume=True, load_path=latest))
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "No space left on device" in err[0] and "previous checkpoint is intact" in err[0]
+    assert len(err) == 1 and "No space left on device" in err[0] and "resume: True" in err[0]
     assert _files(run_dir) == before
     assert all(torch.load(os.path.join(run_dir, n), weights_only=True)["it"] == 2 for n in CHECKPOINTS)
     assert not [n for n in os.listdir(run_dir) if n.endswith(".tmp")]
@@ -167,3 +166,58 @@ def test_runner_falls_back_to_model_best_when_latest_is_unreadable(tmp_path):
     assert "resume@150  torn" in text
     assert "latest_model.pth unreadable" in text and "resuming from model_best.pth" in text
     assert f"--resume True --load_path {folder / 'model_best.pth'}" in text
+
+
+# ---------------------------------------------------------------- run folders
+HOLD_LOCK = """
+import sys, time
+from rsmatch_usb.run_folder import locked
+with locked(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+def _contents(folder):
+    return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))
+            if os.path.isfile(os.path.join(folder, name))}
+
+
+def test_a_locked_run_folder_refuses_a_second_run_and_a_killed_holder_leaves_no_stale_lock(tmp_path, capsys):
+    cfg = tiny_config(tmp_path)  # overwrite: True, resume: False: it would clear the folder
+    folder = os.path.join(cfg["save_dir"], cfg["save_name"])
+    os.makedirs(folder)
+    with open(os.path.join(folder, "keep.txt"), "w") as f:
+        f.write("another run's file")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, folder], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = _contents(folder)
+        code, _ = run_train(tmp_path, cfg)
+        assert code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"is in use by another run (pid {holder.pid})" in err[0], err
+        assert _contents(folder) == before
+    finally:
+        holder.kill()  # SIGKILL: the kernel drops the lock with the process
+        holder.wait()
+    code, _ = run_train(tmp_path, cfg)
+    assert code == 0
+    assert not os.path.exists(os.path.join(folder, "keep.txt"))  # overwrite: True cleared it
+    assert torch.load(os.path.join(folder, "latest_model.pth"), weights_only=True)["it"] == 2
+
+
+def test_resume_with_a_missing_load_path_does_not_retrain_over_a_finished_run(tmp_path, capsys):
+    cfg = tiny_config(tmp_path, overwrite=False)
+    code, run_dir = run_train(tmp_path, cfg)
+    assert code == 0
+    before = _contents(run_dir)
+    typo = dict(cfg, resume=True, load_path=os.path.join(run_dir, "latest_modle.pth"))
+    code, _ = run_train(tmp_path, typo)
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not exist" in err[0] and "overwrite: True" in err[0], err
+    assert _contents(run_dir) == before
+    code, _ = run_train(tmp_path, dict(typo, overwrite=True))  # what the message offers
+    assert code == 0
+    assert "does not exist; training from scratch" in open(os.path.join(run_dir, "log.txt")).read()

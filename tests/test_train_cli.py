@@ -58,9 +58,10 @@ def test_incompatible_checkpoint_is_an_error(tmp_path, capsys):
     assert code == 0
     other = tiny_config(tmp_path, name="other", net="resnet_tiny", resume=True,
                         load_path=os.path.join(run_dir, "latest_model.pth"))
-    code, _ = run_train(tmp_path, other)
+    code, other_dir = run_train(tmp_path, other)
     assert code == 2
     assert "does not fit this config" in capsys.readouterr().err
+    assert not os.path.exists(other_dir)  # checked before the run folder or its log.txt is made
 
 
 BAD_INPUTS = [
