@@ -116,6 +116,7 @@ def test_plugin_algorithms_are_registered():
     assert set(ALGORITHMS.keys()) == set(generate.USB_ALGORITHMS) | set(generate.PLUGIN_ALGORITHMS)
 
 
+@pytest.mark.slow
 def test_every_config_loads_through_the_train_parser():
     from semilearn.core.utils import ALGORITHMS
 

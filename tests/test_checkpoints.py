@@ -34,6 +34,7 @@ def _error_lines(stderr):
 
 
 # ---------------------------------------------------------------- safe loading
+@pytest.mark.multiprocess
 def test_train_refuses_a_checkpoint_that_would_run_code(tmp_path):
     marker = tmp_path / "marker"
     crafted = tmp_path / "latest_model.pth"
@@ -136,6 +137,8 @@ sys.exit(cli(sys.argv[1:]))
 """
 
 
+@pytest.mark.multiprocess
+@pytest.mark.timeout(660)
 def test_sigkill_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path):
     cfg = tiny_config(tmp_path, name="killed", num_train_iter=4, num_eval_iter=1)
     script = tmp_path / "killed_mid_save.py"

@@ -2,6 +2,7 @@
 import math
 import os
 
+import pytest
 import torch
 
 from conftest import read_log, run_train, tiny_config
@@ -61,6 +62,7 @@ def test_outlier_score_reads_the_predicted_class():
     assert torch.allclose(score, torch.tensor([0.75], dtype=torch.float64))
 
 
+@pytest.mark.slow
 def test_openmatch_trains_selects_inliers_and_resumes_exactly(tmp_path, monkeypatch):
     # FixMatch starts at iteration 1, after one selection over the whole unlabeled set.
     cfg = tiny_config(tmp_path, name="openmatch", algorithm="openmatch", num_train_iter=3, num_eval_iter=3,

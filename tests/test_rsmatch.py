@@ -131,6 +131,7 @@ def test_untrusted_detector_routes_everything_to_the_real_head(routed):
 @pytest.mark.parametrize("variant", [dict(use_detector=False),
                                      # detector on but never trusted: it must not touch the global RNG either
                                      dict(queue_size=1000, queue_min_fill=1000)])
+@pytest.mark.slow
 def test_without_detector_it_is_fixmatch_step_for_step(tmp_path, variant):
     common = dict(p_cutoff=0.0, num_train_iter=4, num_eval_iter=2, num_log_iter=1, **CONTAMINATED)
     code, fix_dir = run_train(tmp_path, tiny_config(tmp_path, name="fixmatch", algorithm="fixmatch", **common))
@@ -149,6 +150,7 @@ def test_without_detector_it_is_fixmatch_step_for_step(tmp_path, variant):
 
 
 # ---------------------------------------------------------------- checkpoints
+@pytest.mark.slow
 def test_resume_restores_queue_detector_and_generator(tmp_path):
     # Switch over at the first push, so the run draws from the queue before the checkpoint.
     cfg = rsmatch_config(tmp_path, num_train_iter=4, num_eval_iter=4, queue_size=4, queue_min_fill=0,
@@ -189,6 +191,8 @@ def test_wrong_dummy_pseudo_label_is_a_user_error(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- end to end
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_trains_on_contaminated_digits_and_saves_a_plain_backbone(tmp_path):
     from data_tools import usb as usb_data
     from rsmatch_usb.config import get_config
