@@ -24,6 +24,31 @@ def _load(path):
         return {k: z[k] for k in z.files}
 
 
+DEFAULTS = msf.parse_args([])
+BUNDLED = ("few", "gan")  # the sources committed under data_tools/bundled (see docs/synthetic_fashion.md)
+BUNDLES = {key: msf.npz_path(msf.DEFAULT_OUT_DIR, name)
+           for key, name in msf.source_names(DEFAULTS).items() if key in BUNDLED}
+
+
+def test_bundled_files_match_the_script_defaults():
+    missing = [str(p) for p in BUNDLES.values() if not p.is_file()]
+    assert not missing, f"{missing} missing; run python -m data_tools.make_synthetic_fashion"
+    assert sum(p.stat().st_size for p in BUNDLES.values()) < 30_000_000
+    stats = json.loads(msf.DEFAULT_STATS.read_text())
+    for key, path in BUNDLES.items():
+        b = _load(path)
+        n = msf.NUM_CLASSES * DEFAULTS.per_class
+        assert b["images"].dtype == np.uint8 and b["images"].shape == (n, 28, 28)
+        assert b["labels"].dtype == np.int64 and b["labels"].shape == (n,)
+        assert np.bincount(b["labels"], minlength=10).tolist() == [DEFAULTS.per_class] * 10
+        assert b["images"].max() > 128 and b["images"].std() > 20  # not blank, not flat
+        train_steps = DEFAULTS.gan_train_steps if key == "gan" else DEFAULTS.diffusion_train_steps
+        assert int(b["train_steps"]) == train_steps and int(b["seed"]) == DEFAULTS.seed
+        entry = stats["sources"][str(b["source"])]
+        assert entry["images_per_class"] == [DEFAULTS.per_class] * 10 and entry["generator"] == str(b["generator"])
+        assert (msf.DEFAULT_SHEET_DIR / f"synthetic_fashion_{b['source']}.png").is_file()
+
+
 def test_tiny_run_writes_three_sources_stats_and_sheets(tmp_path, capsys):
     assert msf.main(TINY + _paths(tmp_path)) == 0
     for name, generator, steps in (("ddim3", "diffusers-UNet2DModel-ddim3", 3),
