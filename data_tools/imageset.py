@@ -61,10 +61,12 @@ class ImageSet:
 
     ``images`` is either a uint8 array (N, H, W) / (N, H, W, C) held in memory or
     a sequence whose items are file paths (read on access) or uint8 arrays.
-    ``is_synthetic`` is the ground-truth origin flag, kept for analysis only;
-    training never sees it. ``class_ids`` are alternative class keys (e.g.
-    WordNet ids, the folder names of ImageNet) accepted when a synthetic source
-    names its classes.
+    ``is_synthetic`` is the ground-truth origin flag and ``source`` the index of
+    each image's origin in ``source_names`` (``"real"``, or a synthetic
+    source's id when several are mixed), both kept for analysis only; training
+    never sees them. ``class_ids`` are alternative class keys (e.g. WordNet
+    ids, the folder names of ImageNet) accepted when a synthetic source names
+    its classes.
     """
 
     images: Union[np.ndarray, Sequence]
@@ -72,14 +74,21 @@ class ImageSet:
     class_names: List[str]
     is_synthetic: Optional[np.ndarray] = None
     class_ids: Optional[List[str]] = None
+    source: Optional[np.ndarray] = None
+    source_names: Optional[List[str]] = None
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.int64)
         if self.is_synthetic is None:
             self.is_synthetic = np.zeros(len(self.labels), dtype=bool)
         self.is_synthetic = np.asarray(self.is_synthetic, dtype=bool)
-        if len(self.images) != len(self.labels) or len(self.labels) != len(self.is_synthetic):
-            raise ValueError("images, labels and is_synthetic must have the same length")
+        if self.source is None:  # by default the flag says it: 0 real, 1 synthetic
+            self.source = self.is_synthetic.astype(np.int16)
+        self.source = np.asarray(self.source, dtype=np.int16)
+        self.source_names = list(self.source_names or ("real", "synthetic"))
+        if len(self.images) != len(self.labels) or len(self.labels) != len(self.is_synthetic) \
+                or len(self.source) != len(self.labels):
+            raise ValueError("images, labels, is_synthetic and source must have the same length")
 
     def __len__(self):
         return len(self.labels)
@@ -112,11 +121,32 @@ class ImageSet:
             images = [self.images[i] for i in index]
         else:
             images = self.images[index]
-        return ImageSet(images, self.labels[index], self.class_names, self.is_synthetic[index], self.class_ids)
+        return ImageSet(images, self.labels[index], self.class_names, self.is_synthetic[index], self.class_ids,
+                        self.source[index], self.source_names)
+
+    def with_source(self, name):
+        """The same images, every one of them from the source called ``name``."""
+        return ImageSet(self.images, self.labels, self.class_names, self.is_synthetic, self.class_ids,
+                        np.ones(len(self), dtype=np.int16), ["real", name])
+
+    def source_of(self, i):
+        """The name of image ``i``'s source."""
+        return self.source_names[self.source[i]]
 
     @staticmethod
-    def concat(first, second):
-        """``first`` followed by ``second`` (same classes); images are not copied."""
-        return ImageSet(ConcatItems([first.images, second.images]),
-                        np.concatenate([first.labels, second.labels]), first.class_names,
-                        np.concatenate([first.is_synthetic, second.is_synthetic]), first.class_ids)
+    def concat(first, *others):
+        """``first`` followed by ``others`` (same classes); images are not copied, source names merged."""
+        names = list(first.source_names)
+        sources = [first.source]
+        for other in others:
+            names += [n for n in other.source_names if n not in names]
+            remap = np.asarray([names.index(n) for n in other.source_names], dtype=np.int16)
+            sources.append(remap[other.source])
+        source = np.concatenate(sources)
+        keep = sorted(set(np.unique(source).tolist()) | {0})  # drop names no image has ("real" stays first)
+        compact = np.zeros(len(names), dtype=np.int16)
+        compact[keep] = np.arange(len(keep))
+        parts = (first,) + others
+        return ImageSet(ConcatItems([p.images for p in parts]), np.concatenate([p.labels for p in parts]),
+                        first.class_names, np.concatenate([p.is_synthetic for p in parts]), first.class_ids,
+                        compact[source], [names[k] for k in keep])

@@ -2,7 +2,8 @@
 
 Reads the config exactly as ``rsmatch-train`` does, builds the datasets with
 the same seed and prints, per class, the labeled, real unlabeled, synthetic
-unlabeled and eval image counts, and the ratio alpha actually achieved.
+unlabeled (and, with several synthetic sources, per source) and eval image
+counts, and the ratio alpha actually achieved.
 Creates no run folder. Bad input is one ``error:`` line and exit code 2.
 """
 import random
@@ -18,8 +19,14 @@ from . import usb
 PROG = command_name("rsmatch-inspect", "data_tools.inspect")
 
 
+def synthetic_sources(ulb_set):
+    """Source indices of the synthetic images of ``ulb_set``, when two or more sources are mixed (else [])."""
+    present = np.unique(ulb_set.source[ulb_set.is_synthetic]).tolist()
+    return present if len(present) > 1 else []
+
+
 def count_table(lb_set, ulb_set, eval_set):
-    """Rows ``(class name, labeled, real unlabeled, synthetic unlabeled, eval)``; label -1 is class '?'."""
+    """Rows ``(class, labeled, real unlabeled, synthetic unlabeled, [per source ...], eval)``; label -1 is '?'."""
     names = lb_set.class_names
     c = len(names)
 
@@ -28,7 +35,10 @@ def count_table(lb_set, ulb_set, eval_set):
         return np.bincount(labels[labels >= 0], minlength=c), int((labels < 0).sum())
 
     columns = [counts(lb_set.labels), counts(ulb_set.labels[~ulb_set.is_synthetic]),
-               counts(ulb_set.labels[ulb_set.is_synthetic]), counts(eval_set.labels)]
+               counts(ulb_set.labels[ulb_set.is_synthetic])]
+    columns += [counts(ulb_set.labels[ulb_set.is_synthetic & (ulb_set.source == s)])
+                for s in synthetic_sources(ulb_set)]
+    columns.append(counts(eval_set.labels))
     rows = [(names[i], *(int(col[0][i]) for col in columns)) for i in range(c)]
     if any(col[1] for col in columns):  # STL-10's unlabeled split has no labels
         rows.append(("?", *(col[1] for col in columns)))
@@ -37,8 +47,9 @@ def count_table(lb_set, ulb_set, eval_set):
 
 def format_report(args, lb_set, ulb_set, eval_set):
     rows = count_table(lb_set, ulb_set, eval_set)
-    header = ("class", "labeled", "real_unlabeled", "synthetic_unlabeled", "eval")
-    totals = ("total", *(sum(r[k] for r in rows) for k in range(1, 5)))
+    per_source = tuple(f"synthetic:{ulb_set.source_names[s]}" for s in synthetic_sources(ulb_set))
+    header = ("class", "labeled", "real_unlabeled", "synthetic_unlabeled", *per_source, "eval")
+    totals = ("total", *(sum(r[k] for r in rows) for k in range(1, len(header))))
     width = max(len(str(r[0])) for r in [header, *rows, totals])
     lines = [f"dataset {args.dataset} ({len(lb_set.class_names)} classes), seed {args.seed}, "
              f"num_labels {args.num_labels}, synthetic_source {args.synthetic_source}, "

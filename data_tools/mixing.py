@@ -26,9 +26,20 @@ The rules, all applied here:
   channels.
 * The drawn synthetic images that are files are checked with PIL before
   training, so a broken file stops the run up front, by name.
+* Several sources (``synthetic_source`` a list, optionally weighted): the
+  total is split over the sources in proportion to their weights (largest
+  remainders, ties to the earlier source), and each class's count over the
+  sources by a smooth weighted round-robin over the class-sorted slots, so
+  both a source's total and a class's total are exact and each source's
+  per-class counts differ by at most about one. Each source is drawn from
+  its own seeded stream (keyed by its id, not its place in the list). Every
+  unlabeled image carries its source id (``source``, ``source_ulb`` in a
+  batch) beside ``is_synthetic``. A single source follows the rules above
+  unchanged (same images under the same seed).
 """
 import math
 import os
+import zlib
 from fractions import Fraction
 
 import numpy as np
@@ -36,10 +47,10 @@ from PIL import Image
 
 from .errors import UserError
 from .imageset import ImageSet
-from .synthetic import read_synthetic_source, resolve_source
+from .synthetic import SourceEntry, read_synthetic_source, resolve_source, source_entries
 
-# Seed-sequence streams: which classes get the remainder, and each class's draw.
-_REMAINDER_STREAM, _CLASS_STREAM = 0, 1
+# Seed-sequence streams: which classes get the remainder, each class's draw, each source's draws.
+_REMAINDER_STREAM, _CLASS_STREAM, _SOURCE_STREAM = 0, 1, 2
 
 # Paths verified in this process, with (mtime, size): the train command builds
 # the datasets twice (a dry run, then the run), and verifying is the slow part.
@@ -47,14 +58,13 @@ _VERIFIED = {}
 
 
 def synthetic_settings(args, dataset=None):
-    """``(source, ratio, seed)`` from the config, validated; source is None for a clean dataset.
+    """``(sources, ratio, seed)`` from the config, validated; sources (a list of
+    :class:`~data_tools.synthetic.SourceEntry`) is None for a clean dataset.
 
-    With ``dataset`` the source is also resolved (``bundled``) and checked to
+    With ``dataset`` each source is also resolved (``bundled``) and checked to
     exist, so that a bad source fails before any real data is read.
     """
-    source = getattr(args, "synthetic_source", None)
-    if isinstance(source, str) and source.strip() in ("", "None", "none", "null"):
-        source = None
+    sources = source_entries(getattr(args, "synthetic_source", None))
     try:
         ratio = float(getattr(args, "synthetic_ratio", 0.0) or 0.0)
     except (TypeError, ValueError):
@@ -62,7 +72,7 @@ def synthetic_settings(args, dataset=None):
     if not math.isfinite(ratio) or ratio < 0:
         raise UserError(f"synthetic_ratio: {ratio} is not allowed; alpha = #synthetic / #real unlabeled "
                         "must be a finite number >= 0")
-    if ratio > 0 and source is None:
+    if ratio > 0 and sources is None:
         raise UserError(f"synthetic_ratio: {ratio} needs synthetic_source (a folder, a manifest CSV, an .npz "
                         "or 'bundled'); set synthetic_ratio: 0 for the clean dataset")
     seed = getattr(args, "synthetic_seed", None)
@@ -76,7 +86,9 @@ def synthetic_settings(args, dataset=None):
         raise UserError(f"synthetic_seed: {seed} must be >= 0")
     if ratio == 0:
         return None, ratio, seed
-    return (resolve_source(source, dataset) if dataset else source), ratio, seed
+    if dataset:
+        sources = [SourceEntry(e.name, resolve_source(e.spec, dataset), e.weight) for e in sources]
+    return sources, ratio, seed
 
 
 def synthetic_total(num_real, ratio):
@@ -93,27 +105,72 @@ def per_class_counts(total, num_classes, seed):
     return counts
 
 
-def check_available(synthetic, counts, ratio, num_real):
-    """A UserError when some class has fewer synthetic images than ``counts`` asks for."""
+def source_totals(total, weights):
+    """``total`` split over sources in proportion to ``weights``: largest remainders, ties to the earlier."""
+    weights = [Fraction(repr(float(w))) for w in weights]
+    shares = [total * w / sum(weights) for w in weights]
+    counts = [math.floor(x) for x in shares]
+    by_remainder = sorted(range(len(shares)), key=lambda i: (-(shares[i] - counts[i]), i))
+    for i in by_remainder[:total - sum(counts)]:
+        counts[i] += 1
+    return np.asarray(counts, dtype=np.int64)
+
+
+def source_class_counts(total, num_classes, weights, seed):
+    """``(S, C)`` counts: row sums are :func:`source_totals`, column sums :func:`per_class_counts`.
+
+    The slots of the classes (class by class) are dealt to the sources by
+    nginx's smooth weighted round-robin with the source totals as weights,
+    which hands each source exactly its total and spreads it evenly over
+    every run of consecutive slots, hence over the classes.
+    """
+    class_counts = per_class_counts(total, num_classes, seed)
+    totals = source_totals(total, weights)
+    weights, current = totals.tolist(), [0] * len(totals)  # Python ints: the loop runs once per image
+    sources = range(len(weights))
+    counts = [[0] * num_classes for _ in sources]
+    for c, n in enumerate(class_counts.tolist()):
+        for _ in range(n):
+            for i in sources:
+                current[i] += weights[i]
+            s = max(sources, key=current.__getitem__)  # the first of equal maxima: deterministic
+            current[s] -= total
+            counts[s][c] += 1
+    return np.asarray(counts, dtype=np.int64).reshape(len(weights), num_classes)
+
+
+def check_available(synthetic, counts, ratio, num_real, share=1.0, name=None):
+    """A UserError when some class has fewer synthetic images than ``counts`` asks for.
+
+    ``share`` is the source's part of the synthetic total and ``name`` its id,
+    when several sources are mixed.
+    """
     available = np.bincount(synthetic.labels, minlength=len(counts))[:len(counts)]
     short = np.flatnonzero(counts > available)
     if not len(short):
         return
     detail = ", ".join(f"{available[c]} in class {synthetic.class_names[c]}" for c in short[:10])
+    which = f"synthetic_source {name}" if name else "synthetic_source"
     raise UserError(
         f"synthetic_ratio: {ratio} of {num_real} real unlabeled images needs {int(counts.sum())} synthetic "
-        f"images ({int(counts.max())} per class), but synthetic_source has only {detail}"
-        f"{' ...' if len(short) > 10 else ''}; lower synthetic_ratio to at most "
-        f"{_largest_ratio(available, num_real):g} or add images")
+        f"images ({int(counts.max())} per class), but {which} has only {detail}"
+        f"{' ...' if len(short) > 10 else ''}; lower synthetic_ratio to {'at most' if share == 1 else 'about'} "
+        f"{_largest_ratio(available, num_real, share):g} or add images")
 
 
-def _largest_ratio(available, num_real):
-    """The largest ratio whose balanced draw fits ``available`` images per class, rounded down (so it fits)."""
-    return math.floor(len(available) * int(available.min()) / num_real * 1e4) / 1e4
+def _largest_ratio(available, num_real, share=1.0):
+    """The largest ratio whose balanced draw fits ``available`` images per class, rounded down (so it fits).
+
+    ``share`` is a source's part of the total when several are mixed (then the ratio is approximate).
+    """
+    return math.floor(len(available) * int(available.min()) / (num_real * share) * 1e4) / 1e4
 
 
-def draw(synthetic, counts, seed):
-    """Indices into ``synthetic``: ``counts[c]`` images of class ``c``, seeded, without replacement."""
+def draw(synthetic, counts, seed, stream=()):
+    """Indices into ``synthetic``: ``counts[c]`` images of class ``c``, seeded, without replacement.
+
+    ``stream`` prefixes the seed sequence's spawn key (a source's own stream when several are mixed).
+    """
     order = _path_order(synthetic)
     order = order[np.argsort(synthetic.labels[order], kind="stable")]
     starts = np.searchsorted(synthetic.labels[order], np.arange(len(counts) + 1))
@@ -121,7 +178,7 @@ def draw(synthetic, counts, seed):
     for c, k in enumerate(counts):
         if k:
             members = order[starts[c]:starts[c + 1]]
-            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_CLASS_STREAM, c)))
+            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(*stream, _CLASS_STREAM, c)))
             picked.append(members[rng.permutation(len(members))[:k]])
     return np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64)
 
@@ -156,25 +213,47 @@ def verify_images(image_set):
         _VERIFIED[path] = key
 
 
-def contaminate(ulb, synthetic, ratio, seed):
-    """``ulb`` (all real) followed by ``round(ratio * len(ulb))`` class-balanced synthetic images."""
-    total = synthetic_total(len(ulb), ratio)
+def contaminate(ulb, synthetic, ratio, seed, names=None, weights=None):
+    """``ulb`` (all real) followed by ``round(ratio * len(ulb))`` class-balanced synthetic images.
+
+    ``synthetic`` is one ImageSet or a list of them (one per source, with
+    their ids ``names`` and ``weights``); the drawn images of each source come
+    in the list's order.
+    """
+    total, num_classes = synthetic_total(len(ulb), ratio), len(ulb.class_names)
+    sets = [synthetic] if isinstance(synthetic, ImageSet) else list(synthetic)
     if total >= 2 ** 63:  # a ratio such as 1e308: no int64 count holds it
-        available = np.bincount(synthetic.labels, minlength=len(ulb.class_names))[:len(ulb.class_names)]
+        available = sum(np.bincount(s.labels, minlength=num_classes)[:num_classes] for s in sets)
         raise UserError(f"synthetic_ratio: {ratio} of {len(ulb)} real unlabeled images needs more synthetic "
-                        f"images than the {len(synthetic)} synthetic_source holds; lower synthetic_ratio to at "
-                        f"most {_largest_ratio(available, len(ulb)):g} or add images")
-    counts = per_class_counts(total, len(ulb.class_names), seed)
-    check_available(synthetic, counts, ratio, len(ulb))
-    drawn = synthetic.subset(draw(synthetic, counts, seed))
-    verify_images(drawn)
-    return ImageSet.concat(ulb, drawn)
+                        f"images than the {sum(len(s) for s in sets)} synthetic_source holds; lower "
+                        f"synthetic_ratio to at most {_largest_ratio(available, len(ulb)):g} or add images")
+    if isinstance(synthetic, ImageSet):
+        counts = per_class_counts(total, num_classes, seed)
+        check_available(synthetic, counts, ratio, len(ulb))
+        drawn = [synthetic.subset(draw(synthetic, counts, seed))]
+        if names:
+            drawn[0] = drawn[0].with_source(names[0])
+    else:
+        weights = weights or [1.0] * len(synthetic)
+        counts = source_class_counts(total, num_classes, weights, seed)
+        drawn = []
+        for source, name, row, weight in zip(synthetic, names, counts, weights):
+            check_available(source, row, ratio, len(ulb), weight / sum(weights), name)
+            # A source's stream is keyed by its id, so reordering the list does not change its images.
+            stream = (_SOURCE_STREAM, zlib.crc32(name.encode("utf-8")))
+            drawn.append(source.subset(draw(source, row, seed, stream)).with_source(name))
+    for part in drawn:
+        verify_images(part)
+    return ImageSet.concat(ulb, *drawn)
 
 
 def mix_unlabeled(args, dataset, ulb):
     """The unlabeled set the config asks for: ``ulb`` itself, or ``ulb`` contaminated at ratio alpha."""
-    source, ratio, seed = synthetic_settings(args, dataset)
-    if source is None:
+    sources, ratio, seed = synthetic_settings(args, dataset)
+    if sources is None:
         return ulb
-    synthetic = read_synthetic_source(source, dataset, ulb.class_names, ulb.class_ids)
-    return contaminate(ulb, synthetic, ratio, seed)
+    sets = [read_synthetic_source(e.spec, dataset, ulb.class_names, ulb.class_ids) for e in sources]
+    names = [e.name for e in sources]
+    if len(sources) == 1:
+        return contaminate(ulb, sets[0], ratio, seed, names)
+    return contaminate(ulb, sets, ratio, seed, names, [e.weight for e in sources])

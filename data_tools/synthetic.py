@@ -10,7 +10,13 @@ A ``synthetic_source`` is one of
   ``seed``, ``generator`` are allowed and ignored here);
 * an ``.npz`` with ``images`` (uint8, N x H x W or N x H x W x C) and
   ``labels`` (class indices, or indices into an optional ``class_names``);
-* ``bundled``: the set shipped for the dataset (:data:`BUNDLED`).
+* ``bundled``: the set shipped for the dataset (:data:`BUNDLED`);
+  ``bundled:<name>``: the shipped ``data_tools/bundled/<name>.npz``.
+
+Several sources mix in one unlabeled set: ``synthetic_source`` is then a list
+whose entries are such strings or mappings ``{source: ..., weight: ...,
+name: ...}`` (see :func:`source_entries`); the mixing rules are in
+:mod:`data_tools.mixing`.
 
 Folders and manifests are indexed by path, never opened here; mixing verifies
 the images it draws. Every image gets the index of the dataset class it is
@@ -18,10 +24,12 @@ filed under; :class:`ClassMatcher` says how names map.
 """
 import csv
 import difflib
+import math
 import os
 import re
 import unicodedata
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +38,78 @@ from .errors import UserError
 from .folders import class_folders, index_class_folders
 from .imageset import ImageSet
 
-BUNDLED = {"digits": Path(__file__).resolve().parent / "bundled" / "digits_synthetic.npz"}
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+BUNDLED = {"digits": BUNDLED_DIR / "digits_synthetic.npz"}
 BUNDLED_HOW = {"digits": "python -m data_tools.make_synthetic_digits"}
 MANIFEST = "manifest.csv"
 _LISTED_CLASSES = 100  # an error lists every class name of a dataset with at most this many
+
+
+@dataclass(frozen=True)
+class SourceEntry:
+    """One synthetic source of a run: its id (``name``), what it names (``spec``) and its ``weight``."""
+    name: str
+    spec: str
+    weight: float = 1.0
+
+
+def _default_name(spec):
+    """A source's id: ``bundled``, the ``<name>`` of ``bundled:<name>``, else the file or folder stem."""
+    if spec == "bundled":
+        return "bundled"
+    if spec.startswith("bundled:"):
+        return spec.split(":", 1)[1]
+    return Path(os.path.expanduser(spec.rstrip("/\\"))).stem or spec
+
+
+def source_entries(value):
+    """The ``synthetic_source`` config value as :class:`SourceEntry` list; None when it names no source.
+
+    ``value`` is a string (one source, weight 1), a list of strings and/or
+    mappings with ``source`` and optional ``weight`` (> 0, default 1) and
+    ``name`` (the id reported per source, default from the source), or a
+    string holding such a list in YAML flow style (``[a.npz, b.npz]``, for the
+    command line).
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if text in ("", "None", "none", "null"):
+            return None
+        if not text.startswith("["):
+            return [SourceEntry(_default_name(text), text)]
+        from ruamel.yaml import YAML, YAMLError
+
+        try:
+            value = YAML(typ="safe", pure=True).load(text)
+        except YAMLError as exc:
+            raise UserError(f"synthetic_source: {text!r} is not a YAML list ({str(exc).splitlines()[0]})") from None
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not value:
+        raise UserError(f"synthetic_source: {value!r} is neither a source nor a non-empty list of sources")
+    entries = []
+    for item in value:
+        if isinstance(item, str):
+            item = {"source": item}
+        if not isinstance(item, dict) or not isinstance(item.get("source"), str) \
+                or set(item) - {"source", "weight", "name"}:
+            raise UserError(f"synthetic_source: list entry {item!r} must be a string or a mapping with "
+                            "'source' and optional 'weight' and 'name'")
+        weight = item.get("weight", 1.0)
+        try:
+            weight = float(weight)
+        except (TypeError, ValueError):
+            weight = math.nan
+        if not math.isfinite(weight) or weight <= 0:
+            raise UserError(f"synthetic_source: weight {item.get('weight')!r} of {item['source']} must be a "
+                            "number > 0")
+        entries.append(SourceEntry(str(item.get("name") or _default_name(item["source"])), item["source"], weight))
+    names = [e.name for e in entries]
+    clash = sorted({n for n in names if names.count(n) > 1 or n == "real"})
+    if clash:
+        raise UserError(f"synthetic_source: source id(s) {', '.join(clash)} used twice or reserved ('real'); "
+                        "give each entry a distinct 'name'")
+    return entries
 
 
 def normalize_name(name):
@@ -111,7 +187,15 @@ class ClassMatcher:
 
 
 def resolve_source(spec, dataset):
-    """The file or folder ``spec`` names (``bundled`` resolved for ``dataset``); a UserError if there is none."""
+    """The file or folder ``spec`` names (``bundled[:<name>]`` resolved); a UserError if there is none."""
+    if spec.startswith("bundled:"):
+        name = spec.split(":", 1)[1]
+        path = BUNDLED_DIR / f"{name}.npz"
+        if not path.is_file():
+            have = ", ".join(sorted(p.stem for p in BUNDLED_DIR.glob("*.npz"))) or "none"
+            raise UserError(f"synthetic_source: no bundled set {name!r} ({path} is missing); "
+                            f"the bundled sets are: {have}")
+        return str(path)
     if spec == "bundled":
         path = BUNDLED.get(dataset)
         if path is None:

@@ -31,7 +31,8 @@ _usb_get_dataset = usb_build.get_dataset
 def add_data_arguments(parser):
     """Config keys of the RS-SSL data and of the plugin's real sources (documented in docs/data.md)."""
     parser.add_argument("--synthetic_source", type=str, default=None,
-                        help="folder, manifest CSV, .npz, or 'bundled': synthetic images for the unlabeled set")
+                        help="folder, manifest CSV, .npz, 'bundled' or 'bundled:<name>', or a YAML list of "
+                             "them (entries may be {source, weight, name}): synthetic images for the unlabeled set")
     parser.add_argument("--synthetic_ratio", type=float, default=0.0,
                         help="alpha = synthetic images / real unlabeled images")
     parser.add_argument("--synthetic_seed", type=int, default=None,
@@ -67,8 +68,9 @@ class RSSLDataset(BasicDataset):
     """USB's BasicDataset over an :class:`ImageSet`, read lazily.
 
     Unlabeled samples also carry ``is_synthetic_ulb``, the ground-truth origin
-    flag, for analysis. USB's ``process_batch`` passes a train step only the
-    keys in its signature, so no algorithm trains on it.
+    flag, and ``source_ulb``, the index of their source in
+    ``data.source_names``, for analysis. USB's ``process_batch`` passes a train
+    step only the keys in its signature, so no algorithm trains on them.
     """
 
     def __init__(self, alg, image_set, num_classes, transform, is_ulb=False, strong_transform=None):
@@ -82,6 +84,7 @@ class RSSLDataset(BasicDataset):
         sample = super().__getitem__(idx)
         if self.is_ulb:
             sample["is_synthetic_ulb"] = bool(self.data.is_synthetic[idx])
+            sample["source_ulb"] = int(self.data.source[idx])
         return sample
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from PIL import Image
 from semilearn.core.hooks import Hook
-from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader, Dataset
 
 from rsmatch_usb.heads import unwrap
+from rsmatch_usb.origin import auroc_by_source, unlabeled_origin
 
 # Unlabeled samples scored for eval/synthetic_auroc: enough for an AUROC within ~0.02,
 # few enough to cost well under one evaluation of a CIFAR-sized test set.
@@ -87,9 +87,8 @@ def score_unlabeled(algorithm, indices):
 
 def synthetic_flags(algorithm):
     """Ground-truth synthetic flags of the unlabeled set, or None when the dataset has none."""
-    data = getattr(algorithm.dataset_dict["train_ulb"], "data", None)
-    flags = getattr(data, "is_synthetic", None)
-    return None if flags is None else np.asarray(flags, dtype=bool)
+    origin = unlabeled_origin(algorithm)
+    return None if origin is None else origin[0]
 
 
 class SyntheticAUROCHook(Hook):
@@ -99,7 +98,8 @@ class SyntheticAUROCHook(Hook):
     sample, higher meaning "more likely an outlier") and extra heads. Runs when
     USB's EvaluationHook does (register it after that hook), on the main
     process, only when the unlabeled set has both real and synthetic images,
-    and on a fixed seeded subset of at most ``max_samples`` of them.
+    and on a fixed seeded subset of at most ``max_samples`` of them. With
+    several synthetic sources it also logs ``eval/synthetic_auroc/<source>``.
     """
 
     def __init__(self, max_samples=MAX_AUROC_SAMPLES):
@@ -107,23 +107,26 @@ class SyntheticAUROCHook(Hook):
         self.max_samples = max_samples
         self.indices = None
         self.flags = None
+        self.source, self.source_names = None, None
 
     def before_run(self, algorithm):
-        flags = synthetic_flags(algorithm)
-        if flags is None or flags.all() or not flags.any():
+        origin = unlabeled_origin(algorithm)
+        if origin is None or origin[0].all() or not origin[0].any():
             return
+        flags, source, self.source_names = origin
         generator = torch.Generator().manual_seed(algorithm.args.seed)
         indices = torch.randperm(len(flags), generator=generator)[:self.max_samples].sort().values
         subset = flags[indices.numpy()]
         if subset.all() or not subset.any():
             return
-        self.indices, self.flags = indices, subset
+        self.indices, self.flags, self.source = indices, subset, source[indices.numpy()]
 
     def after_train_step(self, algorithm):
         if self.indices is None or not at_eval_on_main_rank(self, algorithm):
             return
         scores = score_unlabeled(algorithm, self.indices).numpy()
-        algorithm.log_dict["eval/synthetic_auroc"] = float(roc_auc_score(self.flags, scores))
+        algorithm.log_dict.update(auroc_by_source("eval/synthetic_auroc", self.flags, scores, self.source,
+                                                  self.source_names))
 
 
 class ExtraStateMixin:

@@ -5,11 +5,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 from semilearn.core.hooks import Hook
-from sklearn.metrics import precision_score, recall_score, roc_auc_score
+from sklearn.metrics import precision_score, recall_score
 from torch.utils.data import DataLoader
 
 from rsmatch_usb.fingerprints import fingerprint, log_fingerprint
 from rsmatch_usb.heads import unwrap
+from rsmatch_usb.origin import auroc_by_source, unlabeled_origin
 
 from .images import IndexedImages
 
@@ -55,7 +56,9 @@ class DetectorEvalHook(Hook):
     positive class, at ``detector_threshold``) over up to
     ``detector_eval_samples`` unlabeled images under the deterministic eval
     transform, and ``eval/queue_purity``, the share of queued indices that
-    are truly synthetic; prints the per-class queue fill and purity.
+    are truly synthetic; prints the per-class queue fill and purity. When
+    several synthetic sources are mixed it also logs
+    ``eval/detector_auroc/<source>``, each source's images against the real ones.
     """
 
     def __init__(self):
@@ -69,10 +72,10 @@ class DetectorEvalHook(Hook):
             return
         if algorithm.distributed and algorithm.rank % algorithm.ngpus_per_node != 0:
             return
-        flags = getattr(getattr(algorithm.dataset_dict["train_ulb"], "data", None), "is_synthetic", None)
-        if flags is None or len(np.unique(np.asarray(flags))) < 2:
+        origin = unlabeled_origin(algorithm)
+        if origin is None or len(np.unique(origin[0])) < 2:
             return
-        algorithm.log_dict.update(self.evaluate(algorithm, np.asarray(flags, dtype=bool)))
+        algorithm.log_dict.update(self.evaluate(algorithm, *origin))
 
     def subset(self, algorithm, num):
         """A fixed, seed-independent sample of unlabeled indices (the same at every evaluation)."""
@@ -85,7 +88,7 @@ class DetectorEvalHook(Hook):
         return self._subset
 
     @torch.no_grad()
-    def evaluate(self, algorithm, flags):
+    def evaluate(self, algorithm, flags, source=None, source_names=("real", "synthetic")):
         ulb = algorithm.dataset_dict["train_ulb"]
         index = self.subset(algorithm, len(flags))
         images = IndexedImages(ulb, index, algorithm.dataset_dict["eval"].transform)
@@ -96,11 +99,12 @@ class DetectorEvalHook(Hook):
         scores = torch.cat([algorithm.detector_scores(x.to(device)).cpu() for x in loader]).numpy()
         truth = flags[index]
         judged = scores >= algorithm.detector_threshold
-        out = {
-            "eval/detector_auroc": float(roc_auc_score(truth, scores)),
+        source = flags.astype(np.int64) if source is None else source
+        out = auroc_by_source("eval/detector_auroc", truth, scores, source[index], source_names)
+        out.update({
             "eval/detector_precision": float(precision_score(truth, judged, zero_division=0)),
             "eval/detector_recall": float(recall_score(truth, judged, zero_division=0)),
-        }
+        })
         queue = algorithm.csqueue
         per_class = [flags[queue.items(c).numpy()] for c in range(queue.num_classes)]
         queued = np.concatenate(per_class)
