@@ -20,6 +20,7 @@ VENDORED = {
     "rsmatch_usb.errors": "errors",
     "rsmatch_usb.fingerprints": "fingerprints",
     "rsmatch_usb.algorithms.common": "common",
+    "rsmatch_usb.origin": "origin",
 }
 # Vendored modules that only re-export: the module whose file is copied instead.
 DEFINED_IN = {
