@@ -1,4 +1,4 @@
-"""Write the RS-SSL benchmark's USB-style YAML configs: the paper grid and the embedded CPU grid.
+"""Write the RS-SSL benchmark's USB-style YAML configs: the paper grid and the CPU grids (digits, fashion).
 
 In the spirit of USB's ``scripts/config_generator_classic_cv.py``: one YAML per
 (algorithm, dataset, labels, alpha, seed) with USB's classic-CV
@@ -8,7 +8,7 @@ come from the tables below, not from the algorithms' ``get_argument()``, so the
 generator runs without importing torch; ``tests/test_benchmark_tools.py``
 checks every file through ``rsmatch_usb.config.get_config``.
 
-    python -m benchmark_configs.generate           # (re)write paper/ and embedded/grid/
+    python -m benchmark_configs.generate           # (re)write paper/, embedded/grid/ and fashion/grid/
     python -m benchmark_configs.generate --check   # exit 1 if the committed files are stale
 
 Choices that are ours, not USB's, are marked "ours" below and in docs/benchmark.md.
@@ -129,6 +129,14 @@ PAPER_DATASETS = (
 EMBEDDED_DATASETS = (
     Dataset("digits", 10, (40,), "resnet_tiny", 16, 5e-4, "bundled"),
 )
+# The three bundled Fashion-MNIST generators (docs/synthetic_fashion.md), mixed with equal weights.
+FASHION_SOURCES = ("bundled:fashion_ddim50", "bundled:fashion_fewstep", "bundled:fashion_cgan")
+FASHION_DATASETS = (
+    # Ours: the embedded grid's net on 32x32 Fashion-MNIST; 10,000 real unlabeled images
+    # (1,000 per class, plus the labeled ones with USB's include_lb_to_ulb) keep a run on CPU.
+    Dataset("fashion_mnist", 10, (40,), "resnet_tiny", 32, 5e-4, FASHION_SOURCES,
+            extra={"ulb_num_labels": 10000}),
+)
 
 # Shared by every config of a grid.
 PAPER_SCHEDULE = {
@@ -139,12 +147,18 @@ PAPER_SCHEDULE = {
     "batch_size": 64, "eval_batch_size": 256, "ema_m": 0.999,
     "num_workers": 4,
 }
+FASHION_ITERATIONS = 2000
 EMBEDDED_SCHEDULE = {
     # About 0.03 s per FixMatch iteration on two idle cores; see docs/benchmark.md.
     "epoch": 1, "num_train_iter": 500, "num_eval_iter": 100, "num_log_iter": 50,
     "batch_size": 16, "eval_batch_size": 512, "ema_m": 0.99,
     "num_workers": 0,
 }
+FASHION_SCHEDULE = dict(
+    EMBEDDED_SCHEDULE,
+    # Measured: FixMatch beats supervised by >= 5 points at alpha 0 (docs/benchmark.md).
+    num_train_iter=FASHION_ITERATIONS, num_eval_iter=FASHION_ITERATIONS // 4, num_log_iter=100,
+)
 # The embedded schedule is ~2000x shorter, so iteration counts and EMA time
 # constants of the algorithms are shortened too (ours); uratio is capped at 3.
 EMBEDDED_URATIO = 3
@@ -160,6 +174,14 @@ EMBEDDED_KEYS = {
 }
 
 
+# Fashion's schedule is FASHION_ITERATIONS long and its unlabeled set 10k-20k images:
+# OpenMatch starts FixMatch after 20% of training, as on digits, and re-selects
+# inliers (a pass over the whole unlabeled set) about once per epoch, as its paper does (ours).
+FASHION_KEYS = {
+    "openmatch": {"start_fix": FASHION_ITERATIONS // 5, "select_interval": 250},
+}
+
+
 @dataclass(frozen=True)
 class Family:
     """A set of config files: where they go, where their runs go, what they share."""
@@ -171,12 +193,22 @@ class Family:
     alphas: tuple = ALPHAS
     seeds: tuple = SEEDS
     labels: tuple = LABELS
+    results: str = None    # committed results file the runner records finished runs in (repo-relative)
+    cpu_keys: bool = False  # the embedded CPU grid's shortened algorithm keys (EMBEDDED_KEYS)
+    keys: dict = field(default_factory=dict)  # algorithm -> keys of this family, over all the others
 
+
+# The fashion grid's rows: the issue's baselines, RSMatch and its filter ablation.
+FASHION_LABELS = ("supervised", "fixmatch", "flexmatch", "freematch", "softmatch", "openmatch", "iomatch",
+                  "rsmatch_filter", "rsmatch")
 
 FAMILIES = {
     "paper": Family("paper", "paper", "./saved_models/rsssl", PAPER_DATASETS, PAPER_SCHEDULE),
     "embedded": Family("embedded", os.path.join("embedded", "grid"), "./saved_models/embedded_grid",
-                       EMBEDDED_DATASETS, EMBEDDED_SCHEDULE),
+                       EMBEDDED_DATASETS, EMBEDDED_SCHEDULE, cpu_keys=True),
+    "fashion": Family("fashion", os.path.join("fashion", "grid"), "./saved_models/fashion_grid",
+                      FASHION_DATASETS, FASHION_SCHEDULE, labels=FASHION_LABELS,
+                      results="docs/results/fashion/results.csv", cpu_keys=True, keys=FASHION_KEYS),
 }
 
 # Named grids for the runner: a family, optionally narrowed to labels and alphas.
@@ -186,6 +218,7 @@ GRIDS = {
     "embedded": ("embedded", ("supervised", "fixmatch", "flexmatch", "freematch", "softmatch",
                               "rsmatch", "rsmatch_filter"), None),
     "embedded_robust": ("embedded", ("openmatch", "iomatch"), (0.0, 1.0)),
+    "fashion": ("fashion", None, None),
 }
 
 
@@ -241,9 +274,10 @@ def algorithm_keys(label, dataset, num_labels, family):
     keys.update(DATASET_KEYS.get((algorithm, dataset), {}))
     if algorithm == "simmatch":
         keys["K"] = num_labels  # USB overrides K with the labeled set's size; written for readers
-    if family == "embedded":
+    if FAMILIES[family].cpu_keys:
         keys.update(EMBEDDED_KEYS.get(algorithm, {}))
         keys["uratio"] = min(keys["uratio"], EMBEDDED_URATIO)
+    keys.update(FAMILIES[family].keys.get(algorithm, {}))
     keys.update(switches)
     return algorithm, keys
 
@@ -294,7 +328,8 @@ def make_config(family, label, ds, num_labels, alpha, seed):
     })
     cfg.update(ds.extra)
     cfg.update({
-        "synthetic_source": ds.synthetic_source,
+        "synthetic_source": list(ds.synthetic_source) if isinstance(ds.synthetic_source, tuple)
+        else ds.synthetic_source,
         "synthetic_ratio": float(alpha),
         "seed": seed,
         # One process on one device; multi-GPU DDP is a flag away
@@ -341,6 +376,8 @@ def select(grid):
 # ------------------------------------------------------------------- writing
 def _scalar(value):
     """A YAML scalar that reads back as ``value`` (bools and None spelled as USB writes them)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_scalar(v) for v in value) + "]"
     if isinstance(value, bool):
         return "True" if value else "False"
     if value is None:

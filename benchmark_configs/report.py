@@ -1,18 +1,23 @@
 """Turn a folder of USB runs into the benchmark's CSV, markdown tables and accuracy-vs-alpha plot.
 
     python -m benchmark_configs.report --runs saved_models/embedded_grid --out reports/embedded
+    python -m benchmark_configs.report --results docs/results/fashion/results.csv --out docs/results/fashion
 
 Reads each run's ``log.txt`` (``save_dir/save_name/log.txt``, as USB and
-``rsmatch-train`` write it) and writes into ``--out``:
+``rsmatch-train`` write it) and/or the results files the runner records
+(:mod:`benchmark_configs.run`), and writes into ``--out``:
 
 * ``runs.csv``: one row per run: label, algorithm, dataset, labels, alpha,
   seed, best accuracy (USB's ``eval/best_acc``: the best evaluation of the run,
   i.e. a checkpoint chosen on the eval split), final accuracy (the last logged
   evaluation, free of that selection), detector AUROC (the last logged
-  ``eval/...auroc`` value), iterations, wall time;
+  ``eval/...auroc`` value, and per synthetic source when several are mixed),
+  iterations, wall time;
 * ``tables.md``: per dataset, mean ± std over seeds, one row per algorithm and
   one column per (labels, alpha), best of each column in bold; one table for
-  best and one for final accuracy (and one for the AUROC where logged);
+  best and one for final accuracy; paired differences to FixMatch (each
+  method minus FixMatch at the same seed, label count and alpha, mean ± std
+  over seeds); the AUROC where logged, overall and per source;
 * ``acc_vs_alpha.png``: accuracy against alpha per algorithm.
 
 Accuracies are in percent (``--metric error`` reports error rates, lower is
@@ -50,10 +55,12 @@ RUN_START = "Use device:"   # the train command's first log line of each (re)sta
 ARGS_MARK = "Arguments: Namespace("
 
 CSV_FIELDS = ["label", "algorithm", "dataset", "num_labels", "alpha", "seed", "best_acc", "best_it", "final_acc",
-              "final_it", "detector_auroc", "auroc_key", "iterations", "num_train_iter", "finished", "wall_time_s",
-              "save_name", "run_dir"]
+              "final_it", "detector_auroc", "auroc_key", "auroc_by_source", "iterations", "num_train_iter", "finished",
+              "wall_time_s", "save_name", "run_dir"]
+# The runner's committed results file: a runs.csv row without the machine-local folder, with the machine.
+RESULT_FIELDS = [f for f in CSV_FIELDS if f != "run_dir"] + ["machine", "recorded"]
 
-DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tiny_imagenet": "Tiny-ImageNet",
+DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tiny_imagenet": "Tiny-ImageNet",
                  "imagenet": "ImageNet", "digits": "digits (embedded)", "stl10": "STL-10", "svhn": "SVHN"}
 
 
@@ -176,7 +183,10 @@ def run_record(run_dir):
     evals = parsed["evals"]
     last_it = max(evals) if evals else None
     last = evals.get(last_it, {})
-    auroc_keys = sorted(k for k in last if k.startswith("eval/") and "auroc" in k)
+    auroc_keys = sorted(k for k in last if k.startswith("eval/") and "auroc" in k and "/" not in k[5:])
+    # eval/<key>/<source>: the AUROC of one synthetic source (several sources mixed).
+    by_source = {k.rsplit("/", 1)[1]: last[k] for k in sorted(last)
+                 if auroc_keys and k.startswith(auroc_keys[0] + "/")}
     finished = "eval/best_acc" in parsed["results"]
     if finished:
         best, best_it = parsed["results"]["eval/best_acc"], parsed["results"].get("eval/best_it")
@@ -198,6 +208,7 @@ def run_record(run_dir):
         "final_it": last_it,
         "detector_auroc": last[auroc_keys[0]] if auroc_keys else math.nan,
         "auroc_key": auroc_keys[0] if auroc_keys else "",
+        "auroc_by_source": format_by_source(by_source),
         "iterations": parsed["iterations"],
         "num_train_iter": cfg.get("num_train_iter", ""),
         "finished": finished,
@@ -205,6 +216,38 @@ def run_record(run_dir):
         "save_name": os.path.basename(run_dir),
         "run_dir": run_dir,
     }
+
+
+def format_by_source(values):
+    """``{'ddim': 0.91, 'gan': 0.7}`` as ``ddim=0.9100;gan=0.7000`` (one CSV cell)."""
+    return ";".join(f"{k}={v:.4f}" for k, v in values.items() if not math.isnan(v))
+
+
+def parse_by_source(text):
+    """The inverse of :func:`format_by_source`."""
+    pairs = (part.split("=", 1) for part in str(text or "").split(";") if "=" in part)
+    return {k: _number(v) for k, v in pairs}
+
+
+def read_results(path):
+    """Rows of a results CSV (the runner's, or a runs.csv), typed as :func:`run_record` makes them."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as exc:
+        raise InputError(f"--results {path}: cannot read it ({exc.strerror})") from None
+    out = []
+    for row in rows:
+        row = dict(row)
+        for key in ("best_acc", "final_acc", "detector_auroc", "wall_time_s", "alpha"):
+            row[key] = _number(row.get(key) or "nan")
+        for key in ("num_labels", "seed", "iterations", "num_train_iter", "best_it", "final_it"):
+            row[key] = _int(row.get(key), row.get(key))
+        row["finished"] = str(row.get("finished")).strip() == "True"
+        out.append(row)
+    return out
 
 
 def find_runs(roots):
@@ -305,12 +348,44 @@ def markdown_table(stats, dataset, lower_is_better, digits=2):
     return "\n".join(lines)
 
 
+def paired_differences(rows, key, transform, reference="fixmatch"):
+    """``{(label, dataset, num_labels, alpha): (mean, std, n)}`` of ``label - reference`` at equal seeds.
+
+    Each difference pairs a run with the reference's run of the same seed,
+    label count and alpha (the same labeled split), so the split's large
+    seed-to-seed effect cancels; labels without a partner run are left out.
+    """
+    values = {}
+    for row in rows:
+        value = row[key]
+        if value is None or (isinstance(value, float) and math.isnan(value)) or _int(row["num_labels"]) < 0:
+            continue
+        values[(row["label"], row["dataset"], int(row["num_labels"]), float(row["alpha"]), _int(row["seed"]))] = \
+            transform(value)
+    groups = defaultdict(list)
+    for (label, dataset, num_labels, alpha, seed), value in values.items():
+        partner = values.get((reference, dataset, num_labels, alpha, seed))
+        if label != reference and partner is not None:
+            groups[(label, dataset, num_labels, alpha)].append(value - partner)
+    return {k: mean_std(v) for k, v in groups.items()}
+
+
+def source_auroc_stats(rows):
+    """``{source: {(label, dataset, num_labels, alpha): (mean, std, n)}}`` of the per-source AUROCs."""
+    names = sorted({name for row in rows for name in parse_by_source(row.get("auroc_by_source"))})
+    out = {}
+    for name in names:
+        per_run = [dict(row, _auroc=parse_by_source(row.get("auroc_by_source")).get(name, math.nan)) for row in rows]
+        out[name] = aggregate(per_run, "_auroc", lambda v: v)
+    return out
+
+
 def write_csv(rows, path):
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: ("" if isinstance(row[k], float) and math.isnan(row[k]) else row[k])
+            writer.writerow({k: ("" if isinstance(row.get(k), float) and math.isnan(row[k]) else row.get(k, ""))
                              for k in CSV_FIELDS})
 
 
@@ -336,9 +411,20 @@ def write_markdown(rows, path, metric, excluded):
             table = markdown_table(stats, dataset, lower)
             if table:
                 parts += [f"## {name}: {title} {'error' if lower else 'accuracy'}", "", table, ""]
+        for title, key in (("best", "best_acc"), ("final", "final_acc")):
+            table = markdown_table(paired_differences(rows, key, transform), dataset, lower)
+            if table:
+                parts += [f"## {name}: {title} {'error' if lower else 'accuracy'}, paired difference to FixMatch",
+                          "", table, "", "Cells: mean ± sample std over seeds of (method − FixMatch) in points, "
+                          "each difference taken at the same seed, label count and alpha (the same labeled "
+                          "split, so its seed-to-seed effect cancels).", ""]
         table = markdown_table({k: v for k, v in auroc.items()}, dataset, lower_is_better=False, digits=3)
         if table:
             parts += [f"## {name}: detector AUROC (synthetic vs real unlabeled, last evaluation)", "", table, ""]
+        for source, stats in source_auroc_stats(rows).items():
+            table = markdown_table(stats, dataset, lower_is_better=False, digits=3)
+            if table:
+                parts += [f"## {name}: detector AUROC, source {source} vs real", "", table, ""]
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(parts))
 
@@ -397,8 +483,11 @@ def write_plot(rows, path, metric):
 def main(argv=None):
     p = argparse.ArgumentParser(prog=command_name("rsmatch-bench-report", "benchmark_configs.report"),
                                 description="CSV, markdown tables and an accuracy-vs-alpha plot from USB run logs.")
-    p.add_argument("--runs", nargs="+", required=True,
+    p.add_argument("--runs", nargs="+", default=[],
                    help="save_dir folder(s) holding run folders (save_name/log.txt), or run folders")
+    p.add_argument("--results", nargs="+", default=[],
+                   help="results CSV file(s) the runner records (e.g. docs/results/fashion/results.csv); "
+                        "a run also found under --runs is taken from its log")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--metric", choices=("accuracy", "error"), default="accuracy",
                    help="report top-1 accuracy (default) or error rate, in percent")
@@ -406,19 +495,24 @@ def main(argv=None):
                    help="aggregate unfinished runs too (their best/last evaluation so far)")
     args = p.parse_args(argv)
     try:
+        if not args.runs and not args.results:
+            raise InputError("give --runs DIR and/or --results FILE")
         for root in args.runs:
             if not os.path.isdir(root):
                 raise InputError(f"--runs {root} is not a folder")
         folders = find_runs(args.runs)
-        if not folders:
+        if args.runs and not folders:
             raise InputError(f"no runs (folders with log.txt) under {', '.join(args.runs)}")
+        recorded = [row for path in args.results for row in read_results(path)]
         if os.path.exists(args.out) and not os.path.isdir(args.out):
             raise InputError(f"--out {args.out} exists and is not a folder")
     except UserError as exc:
         p.exit(2, f"{p.prog}: error: {exc}\n")
     os.makedirs(args.out, exist_ok=True)
 
-    rows = sort_rows([run_record(f) for f in folders])
+    from_logs = [run_record(f) for f in folders]
+    seen = {r["save_name"] for r in from_logs}
+    rows = sort_rows(from_logs + [r for r in recorded if r["save_name"] not in seen])
     kept = rows if args.include_unfinished else [r for r in rows if r["finished"]]
     write_csv(rows, os.path.join(args.out, "runs.csv"))
     write_markdown(kept, os.path.join(args.out, "tables.md"), args.metric, len(rows) - len(kept))

@@ -15,6 +15,15 @@ exists, started afresh (``--resume False``, which clears a stale run folder)
 when there is none, and left alone (reported, counted as failed) when its
 checkpoint files exist but none can be loaded safely. A run's console output
 goes to ``<save_dir>/<save_name>.runner.log``.
+
+With a results file (``--results FILE``; a grid with a committed one, such as
+``fashion``, uses ``docs/results/<grid>/results.csv`` by default) a run it
+records (same ``save_name`` and ``num_train_iter``) is finished too, and the
+runner appends each finished run's result there (the report's row, the machine
+and the time), also for runs it finds finished on disk, so a grid that spans
+machines and sessions continues where the last one stopped once the file is
+committed.
+
 Each run starts in its own session (process group). SIGTERM or SIGINT to the
 runner (``kill``, ``timeout``, a job scheduler, Ctrl-C) is forwarded to every
 running training's process group, data-loader and DDP workers included; the
@@ -25,8 +34,10 @@ Exit code: 0 when every run finished, 1 when any failed, 2 for bad input, 130 or
 """
 import argparse
 import contextlib
+import csv
 import glob
 import os
+import platform
 import queue
 import shlex
 import signal
@@ -40,9 +51,11 @@ from dataclasses import dataclass
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmark_configs import generate
+from benchmark_configs import generate, report
 from data_tools.config_files import load_yaml
 from data_tools.errors import UserError, command_name
+
+REPO = os.path.dirname(generate.HERE)
 
 # Also in rsmatch_usb.run_folder, which the train command uses; repeated here so
 # that the runner loads semilearn only when there is a checkpoint to read.
@@ -70,7 +83,7 @@ class Run:
     save_dir: str
     save_name: str
     num_train_iter: int
-    status: str = "new"        # new | resume | finished | unreadable
+    status: str = "new"        # new | resume | finished | recorded (in the results file) | unreadable
     done_iters: int = 0
     checkpoint: str = ""       # the checkpoint a resume loads
     note: str = ""             # why a checkpoint was skipped, if one was
@@ -97,12 +110,17 @@ def log_has_result(folder):
         return False
 
 
-def inspect(run):
-    """Set ``run.status``: finished (log result line, or checkpoint at num_train_iter), resume, new, or unreadable.
+def inspect(run, recorded=None):
+    """Set ``run.status``: recorded (in ``recorded``, the results file's rows by save_name), finished (log
+    result line, or checkpoint at num_train_iter), resume, new, or unreadable.
 
     Checkpoints are read with ``weights_only=True`` (a crafted file is refused,
     never run); an unreadable ``latest_model.pth`` falls back to ``model_best.pth``.
     """
+    row = (recorded or {}).get(run.save_name)
+    if row is not None and report._int(row.get("num_train_iter")) == run.num_train_iter:
+        run.status, run.done_iters = "recorded", run.num_train_iter
+        return run
     if log_has_result(run.folder):
         run.status, run.done_iters = "finished", run.num_train_iter
         return run
@@ -173,6 +191,68 @@ def collect(grid, patterns, save_dir):
     return runs
 
 
+class Results:
+    """The results file: one row per finished run (``report.RESULT_FIELDS``), kept sorted by save_name."""
+
+    def __init__(self, path):
+        self.path = path
+        self.lock = threading.Lock()
+        try:
+            self.rows = {r["save_name"]: r for r in report.read_results(path)} if os.path.isfile(path) else {}
+        except report.InputError as exc:
+            raise InputError(str(exc)) from None
+
+    def record(self, run):
+        """Add ``run``'s result, read from its log; False when the log has no final result."""
+        if not log_has_result(run.folder):
+            return False
+        row = report.run_record(run.folder)
+        row.update(machine=machine(), recorded=time.strftime("%Y-%m-%d %H:%M:%S"))
+        if row.get("num_train_iter") in (None, ""):  # a log without the Arguments line: the config's
+            row["num_train_iter"] = run.num_train_iter
+        with self.lock:
+            self.rows[run.save_name] = row
+            folder = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(folder, exist_ok=True)
+            temp = self.path + ".tmp"
+            with open(temp, "w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=report.RESULT_FIELDS, extrasaction="ignore")
+                writer.writeheader()
+                for name in sorted(self.rows):
+                    r = self.rows[name]
+                    writer.writerow({k: "" if isinstance(r.get(k), float) and r[k] != r[k] else r.get(k, "")
+                                     for k in report.RESULT_FIELDS})
+            os.replace(temp, self.path)  # a reader never sees a half-written file
+        return True
+
+
+def machine():
+    """The machine a run finished on, for the results file: CPU model, cores, and the GPU if one is visible."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            text += f", {torch.cuda.get_device_name(0)}"
+    except Exception:  # no torch or a broken driver: the CPU is still worth recording
+        pass
+    return text
+
+
+def default_results(grid):
+    """The committed results file of a named grid's family, or None."""
+    if not grid or grid not in generate.GRIDS:
+        return None
+    path = generate.FAMILIES[generate.GRIDS[grid][0]].results
+    return os.path.join(REPO, path) if path else None
+
+
 def command(run, train_args=()):
     """The rsmatch-train command line of a run."""
     cmd = [sys.executable, "-m", "rsmatch_usb.train", "--c", run.config, "--save_dir", run.save_dir]
@@ -195,8 +275,9 @@ def _fmt(seconds):
 class Runner:
     """Runs commands N at a time; each job gets a slot (and a GPU when --gpus is given)."""
 
-    def __init__(self, jobs, gpus, train_args, out=sys.stdout):
+    def __init__(self, jobs, gpus, train_args, out=sys.stdout, results=None):
         self.jobs, self.gpus, self.train_args, self.out = jobs, gpus, list(train_args), out
+        self.results = results
         self.slots = queue.Queue()
         for slot in range(jobs):
             self.slots.put(slot)
@@ -266,6 +347,8 @@ class Runner:
             else:
                 state = "done" if code == 0 else f"FAILED (exit {code}; see {run.runner_log})"
             self.say(f"[{index}/{self.total}] {state}: {run.save_name} in {_fmt(took)}")
+            if code == 0 and not self.stopping and self.results is not None and self.results.record(run):
+                self.say(f"[{index}/{self.total}] recorded in {self.results.path}")
             return run, code, took
         finally:
             self.slots.put(slot)
@@ -349,6 +432,8 @@ def build_parser():
     p.add_argument("--save-dir", help="put every run under this folder instead of each config's save_dir")
     p.add_argument("--gpus", help="comma-separated GPU ids; job slot k uses GPU k mod len (sets CUDA_VISIBLE_DEVICES)")
     p.add_argument("--dry-run", action="store_true", help="list each run's state and command; run nothing")
+    p.add_argument("--results", help="results CSV that records finished runs and whose runs are skipped "
+                                     "(default for --grid fashion: docs/results/fashion/results.csv)")
     return p
 
 
@@ -366,7 +451,10 @@ def main(argv=None, out=sys.stdout):
         gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else []
         if args.gpus is not None and (not gpus or not all(g.isdigit() for g in gpus)):
             raise InputError(f"--gpus {args.gpus!r}: give comma-separated GPU ids such as 0,1")
-        runs = [inspect(run) for run in collect(args.grid, args.configs, args.save_dir)]
+        path = args.results or default_results(args.grid)
+        record_file = Results(path) if path else None
+        runs = [inspect(run, record_file.rows if record_file else None)
+                for run in collect(args.grid, args.configs, args.save_dir)]
     except UserError as exc:  # InputError, or a config file the loader refuses
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
 
@@ -374,15 +462,22 @@ def main(argv=None, out=sys.stdout):
     unreadable = [r for r in runs if r.status == "unreadable"]
     finished = len(runs) - len(todo) - len(unreadable)
     resumed = sum(r.status == "resume" for r in todo)
-    print(f"{len(runs)} run(s): {finished} finished (skipped), {resumed} to resume, "
+    recorded = sum(r.status == "recorded" for r in runs)
+    print(f"{len(runs)} run(s): {finished} finished (skipped"
+          f"{f', {recorded} recorded in ' + record_file.path if recorded else ''}), {resumed} to resume, "
           f"{len(todo) - resumed} to start" + (f", {len(unreadable)} with no readable checkpoint (not run)"
                                                if unreadable else ""), file=out, flush=True)
     for run in unreadable:
         print(f"error: {run.save_name}: {run.note}", file=out, flush=True)
+    if record_file is not None and not args.dry_run:
+        # Runs finished on this machine before (or without) the results file: record them now.
+        late = [r for r in runs if r.status == "finished" and record_file.record(r)]
+        if late:
+            print(f"recorded {len(late)} finished run(s) in {record_file.path}", file=out, flush=True)
     if args.dry_run:
         for run in runs:
-            state = {"finished": "finished ", "resume": f"resume@{run.done_iters}", "new": "new      ",
-                     "unreadable": "unreadable"}[run.status]
+            state = {"finished": "finished ", "recorded": "recorded ", "resume": f"resume@{run.done_iters}",
+                     "new": "new      ", "unreadable": "unreadable"}[run.status]
             line = f"{state:>10}  {run.save_name}"
             if run.status in ("new", "resume"):
                 if run.note:
@@ -393,7 +488,7 @@ def main(argv=None, out=sys.stdout):
     if not todo and not unreadable:
         return 0
 
-    runner = Runner(args.jobs, gpus, train_args, out=out)
+    runner = Runner(args.jobs, gpus, train_args, out=out, results=record_file)
     results = []
     try:
         if todo:

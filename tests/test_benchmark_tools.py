@@ -34,8 +34,33 @@ def test_grid_is_complete():
     embedded = generate.family_specs("embedded")
     assert {(x.label, x.dataset, x.num_labels, x.alpha, x.seed) for x in embedded} == {
         (lab, "digits", 40, a, s) for lab in labels for a in (0.0, 0.5, 1.0) for s in (0, 1, 2)}
-    names = [(x.config["save_dir"], x.config["save_name"]) for x in paper + embedded]
+    fashion = generate.family_specs("fashion")
+    assert {(x.label, x.dataset, x.num_labels, x.alpha, x.seed) for x in fashion} == {
+        (lab, "fashion_mnist", 40, a, s) for lab in ("supervised", "fixmatch", "flexmatch", "freematch", "softmatch",
+                                                     "openmatch", "iomatch", "rsmatch", "rsmatch_filter")
+        for a in (0.0, 0.5, 1.0) for s in (0, 1, 2)}
+    assert len(fashion) == 81 and len(generate.select("fashion")) == 81
+    names = [(x.config["save_dir"], x.config["save_name"]) for x in paper + embedded + fashion]
     assert len(set(names)) == len(names)
+
+
+def test_fashion_grid_keys():
+    """The fashion grid: the digits grid's CPU setup at 32x32, 10k real unlabeled, three mixed generators;
+    RSMatch's settings are the digits grid's (chosen on digits, never tuned on fashion)."""
+    specs = {(s.label, s.alpha, s.seed): s.config for s in generate.family_specs("fashion")}
+    digits = {(s.label, s.alpha, s.seed): s.config for s in generate.family_specs("embedded")}
+    for (label, alpha, seed), cfg in specs.items():
+        assert (cfg["net"], cfg["img_size"], cfg["ulb_num_labels"], cfg["num_labels"]) == ("resnet_tiny", 32, 10000, 40)
+        assert cfg["synthetic_source"] == ["bundled:fashion_ddim50", "bundled:fashion_fewstep", "bundled:fashion_cgan"]
+        assert cfg["num_train_iter"] == generate.FASHION_ITERATIONS and cfg["save_dir"] == "./saved_models/fashion_grid"
+        if label.startswith("rsmatch"):
+            same = {k: v for k, v in digits[(label, alpha, seed)].items()
+                    if k not in ("save_dir", "save_name", "load_path", "num_train_iter", "num_eval_iter",
+                                 "num_log_iter", "img_size", "dataset", "synthetic_source")}
+            assert {k: cfg[k] for k in same} == same
+    assert specs[("rsmatch_filter", 1.0, 0)]["use_dummy_head"] is False
+    assert specs[("openmatch", 1.0, 0)]["start_fix"] == generate.FASHION_ITERATIONS // 5
+    assert generate.FAMILIES["fashion"].results == "docs/results/fashion/results.csv"
 
 
 def test_named_grids():
@@ -68,7 +93,7 @@ def test_generated_keys():
                                                "cifar100": "./data/synthetic/cifar100_sd14",
                                                "tiny_imagenet": "./data/synthetic/tiny_imagenet_sd14",
                                                "imagenet": "./data/synthetic/imagenet100_sd14"}[spec.dataset]
-        else:
+        elif spec.family == "embedded":
             assert (cfg["net"], cfg["img_size"], cfg["synthetic_source"], cfg["num_workers"]) == \
                 ("resnet_tiny", 16, "bundled", 0)
     by_label = {s.label: s.config for s in generate.family_specs("paper") if s.dataset == "cifar10"}
@@ -124,7 +149,8 @@ def test_every_config_loads_through_the_train_parser():
 
     known = {a.dest for a in base_parser()._actions}
     files = sorted(glob.glob(os.path.join(REPO, "benchmark_configs", "paper", "*", "*.yaml"))
-                   + glob.glob(os.path.join(REPO, "benchmark_configs", "embedded", "grid", "*", "*.yaml")))
+                   + glob.glob(os.path.join(REPO, "benchmark_configs", "embedded", "grid", "*", "*.yaml"))
+                   + glob.glob(os.path.join(REPO, "benchmark_configs", "fashion", "grid", "*", "*.yaml")))
     assert len(files) == len(generate.all_specs())
     problems = []
     for path in files:
@@ -201,7 +227,8 @@ def fake_runs(tmp_path):
         for seed, acc in enumerate(accs):
             # rsmatch_filter runs carry no benchmark_label: the report derives it from use_dummy_head.
             args = run_args(label, alpha, seed)
-            extra = {"eval/detector_auroc": 0.9 + seed / 100} if label.startswith("rsmatch") and alpha > 0 else {}
+            extra = {"eval/detector_auroc": 0.9 + seed / 100, "eval/detector_auroc/ddim": 0.95 + seed / 100,
+                     "eval/detector_auroc/gan": 0.8} if label.startswith("rsmatch") and alpha > 0 else {}
             write_log(str(root / args["save_name"]), args,
                       [(100, acc + 0.01, extra), (200, acc - 0.05, extra), (300, acc, extra)], result=acc + 0.01)
     # An unfinished run: listed, not aggregated.
@@ -234,6 +261,7 @@ def test_report_rows(fake_runs, tmp_path):
     assert float(r["best_acc"]) == pytest.approx(0.75) and float(r["final_acc"]) == pytest.approx(0.74)
     assert (r["final_it"], r["best_it"], r["iterations"], r["finished"]) == ("300", "100", "300", "True")
     assert float(r["detector_auroc"]) == pytest.approx(0.92) and r["auroc_key"] == "eval/detector_auroc"
+    assert r["auroc_by_source"] == "ddim=0.9700;gan=0.8000"
     assert float(r["wall_time_s"]) == 30.0
     assert rows["fixmatch_digits_40_alpha0_0"]["detector_auroc"] == ""
     unfinished = rows["fixmatch_digits_40_alpha0.5_0"]
@@ -277,6 +305,23 @@ def test_report_tables(fake_runs, tmp_path):
     _, auroc = _table(md, "digits (embedded): detector AUROC (synthetic vs real unlabeled, last evaluation)")
     assert "0.910 ± 0.010" in auroc["rsmatch_filter"]
     assert list(final) == ["fixmatch", "rsmatch_filter", "rsmatch"]  # the generator's row order
+    _, ddim = _table(md, "digits (embedded): detector AUROC, source ddim vs real")
+    assert "0.960 ± 0.010" in ddim["rsmatch_filter"]
+    _, gan = _table(md, "digits (embedded): detector AUROC, source gan vs real")
+    assert "0.800 ± 0.000" in gan["rsmatch_filter"]
+    # Paired differences: rsmatch_filter minus fixmatch at the same seed (final: -1, -1, -1 at alpha 0;
+    # +10, +6, +11 at alpha 1), so the seed spread of each method (2 points) cancels.
+    header, paired = _table(md, "digits (embedded): final accuracy, paired difference to FixMatch")
+    assert header == "| algorithm | 40 labels, α=0 | 40 labels, α=1 |"
+    diffs = [10.0, 6.0, 11.0]
+    assert paired["rsmatch_filter"].split(" | ")[1] == "**-1.00 ± 0.00**"
+    assert paired["rsmatch_filter"].split(" | ")[2].startswith(
+        f"**{_cell(statistics.fmean(diffs), statistics.stdev(diffs))}**")
+    assert "fixmatch" not in paired
+    # The resumed rsmatch run (seed 0, alpha 1) pairs with fixmatch seed 0: 55 - 60.
+    assert "-5.00 (n=1)" in paired["rsmatch"]
+    _, paired_best = _table(md, "digits (embedded): best accuracy, paired difference to FixMatch")
+    assert paired_best["rsmatch_filter"].split(" | ")[1] == "**-1.00 ± 0.00**"
 
 
 def test_report_error_metric(fake_runs, tmp_path):
@@ -419,3 +464,66 @@ def test_save_name_round_trip():
         parsed = report._from_save_name(generate.save_name(label, ds, n, a, s))
         assert parsed == {"benchmark_label": label, "dataset": ds, "num_labels": n, "synthetic_ratio": a, "seed": s}
         assert not math.isnan(parsed["synthetic_ratio"])
+
+
+class LoggingLaunch(FakeLaunch):
+    """A launch that 'trains': writes the run's finished log (with a fixed accuracy) into its run folder."""
+
+    def __call__(self, cmd, env, log_path):
+        code = super().__call__(cmd, env, log_path)
+        if code == 0:
+            name = os.path.basename(log_path).split(".")[0]
+            save_dir = cmd[cmd.index("--save_dir") + 1]
+            write_log(os.path.join(save_dir, name), run_args("fixmatch", 0.0, 0, save_name=name, num_train_iter=300),
+                      [(300, 0.7, {"eval/synthetic_auroc": 0.6})], result=0.7)
+        return code
+
+
+def test_runner_records_results_and_skips_recorded_runs(run_states, tmp_path, monkeypatch):
+    """Each finished run lands in the results file; a later runner (another machine: nothing on disk) skips it."""
+    configs, save_dir = run_states
+    results = tmp_path / "docs" / "results" / "grid" / "results.csv"
+    launch = LoggingLaunch(fail={"new"})
+    monkeypatch.setattr(run.Runner, "launch", launch)
+    pattern = os.path.join(tmp_path, "configs", "*.yaml")
+    out = io.StringIO()
+    assert run.main([pattern, "--results", str(results)], out=out) == 1
+    rows = {r["save_name"]: r for r in _csv_rows(results)}
+    # done_log was finished on disk before: recorded too; done_ckpt has no result line; new failed.
+    assert set(rows) == {"done_log", "interrupted"}
+    assert float(rows["interrupted"]["best_acc"]) == pytest.approx(0.7) and rows["interrupted"]["machine"]
+    assert rows["interrupted"]["num_train_iter"] == "300" and list(rows["done_log"]) == report.RESULT_FIELDS
+    # A fresh machine: no run folders at all, only the committed results file.
+    launch = LoggingLaunch()
+    monkeypatch.setattr(run.Runner, "launch", launch)
+    out = io.StringIO()
+    assert run.main([pattern, "--results", str(results), "--save-dir", str(tmp_path / "fresh")], out=out) == 0
+    ran = {cmd[cmd.index("--c") + 1] for cmd in launch.commands}
+    assert ran == {configs["done_ckpt"], configs["new"]}
+    assert out.getvalue().startswith(f"4 run(s): 2 finished (skipped, 2 recorded in {results}), 0 to resume, "
+                                     "2 to start")
+    assert set(r["save_name"] for r in _csv_rows(results)) == {"done_log", "interrupted", "done_ckpt", "new"}
+    # A recorded run of another length (the grid's iteration count changed) is run again.
+    text = results.read_text().replace(",300,True,", ",999,True,", 1)
+    results.write_text(text)
+    out = io.StringIO()
+    assert run.main([pattern, "--results", str(results), "--save-dir", str(tmp_path / "fresh2"), "--dry-run"],
+                    out=out) == 0
+    assert out.getvalue().startswith(f"4 run(s): 3 finished (skipped, 3 recorded in {results}), 0 to resume, "
+                                     "1 to start")
+
+
+def test_report_reads_the_results_file(fake_runs, tmp_path):
+    first = tmp_path / "first"
+    report.main(["--runs", str(fake_runs), "--out", str(first)])
+    out = tmp_path / "from_results"
+    assert report.main(["--results", str(first / "runs.csv"), "--out", str(out)]) == 0
+    assert (out / "tables.md").read_text() == (first / "tables.md").read_text()
+
+
+def test_fashion_grid_uses_its_committed_results_file(tmp_path):
+    out = io.StringIO()
+    assert run.main(["--grid", "fashion", "--save-dir", str(tmp_path), "--dry-run"], out=out) == 0
+    assert out.getvalue().startswith("81 run(s): ")
+    assert run.default_results("fashion") == os.path.join(REPO, "docs", "results", "fashion", "results.csv")
+    assert run.default_results("embedded") is None
