@@ -129,8 +129,9 @@ PAPER_DATASETS = (
 EMBEDDED_DATASETS = (
     Dataset("digits", 10, (40,), "resnet_tiny", 16, 5e-4, "bundled"),
 )
-# The three bundled Fashion-MNIST generators (docs/synthetic_fashion.md), mixed with equal weights.
-FASHION_SOURCES = ("bundled:fashion_ddim50", "bundled:fashion_fewstep", "bundled:fashion_cgan")
+# The three bundled Fashion-MNIST generators (data_tools/make_synthetic_fashion.py: DDIM 25 steps, DPM-Solver++
+# 4 steps, conditional GAN), mixed with equal weights; the names are those of the bundled .npz files.
+FASHION_SOURCES = ("bundled:fashion_ddim25", "bundled:fashion_dpmsolver4", "bundled:fashion_cgan")
 FASHION_DATASETS = (
     # Ours: the embedded grid's net on 32x32 Fashion-MNIST; 10,000 real unlabeled images
     # (1,000 per class, plus the labeled ones with USB's include_lb_to_ulb) keep a run on CPU.

@@ -51,7 +51,7 @@ def test_fashion_grid_keys():
     digits = {(s.label, s.alpha, s.seed): s.config for s in generate.family_specs("embedded")}
     for (label, alpha, seed), cfg in specs.items():
         assert (cfg["net"], cfg["img_size"], cfg["ulb_num_labels"], cfg["num_labels"]) == ("resnet_tiny", 32, 10000, 40)
-        assert cfg["synthetic_source"] == ["bundled:fashion_ddim50", "bundled:fashion_fewstep", "bundled:fashion_cgan"]
+        assert cfg["synthetic_source"] == ["bundled:fashion_ddim25", "bundled:fashion_dpmsolver4", "bundled:fashion_cgan"]
         assert cfg["num_train_iter"] == generate.FASHION_ITERATIONS and cfg["save_dir"] == "./saved_models/fashion_grid"
         if label.startswith("rsmatch"):
             same = {k: v for k, v in digits[(label, alpha, seed)].items()
