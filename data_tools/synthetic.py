@@ -77,10 +77,12 @@ def source_entries(value):
             return None
         if not text.startswith("["):
             return [SourceEntry(_default_name(text), text)]
-        from ruamel.yaml import YAML, YAMLError
+        from ruamel.yaml import YAMLError
+
+        from .config_files import parse_yaml
 
         try:
-            value = YAML(typ="safe", pure=True).load(text)
+            value = parse_yaml(text)
         except YAMLError as exc:
             raise UserError(f"synthetic_source: {text!r} is not a YAML list ({str(exc).splitlines()[0]})") from None
     if value is None:
