@@ -25,7 +25,7 @@ def _load(path):
 
 
 DEFAULTS = msf.parse_args([])
-BUNDLED = ("few", "gan")  # the sources committed under data_tools/bundled (see docs/synthetic_fashion.md)
+BUNDLED = ("many", "few", "gan")  # the sources committed under data_tools/bundled (see docs/synthetic_fashion.md)
 BUNDLES = {key: msf.npz_path(msf.DEFAULT_OUT_DIR, name)
            for key, name in msf.source_names(DEFAULTS).items() if key in BUNDLED}
 
