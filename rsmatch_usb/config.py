@@ -93,7 +93,8 @@ def base_parser():
     p.add_argument("--world_size", "--world-size", dest="world_size", type=int, default=1)
     p.add_argument("--rank", type=int, default=0)
     p.add_argument("-du", "--dist_url", "--dist-url", dest="dist_url", type=str, default="tcp://127.0.0.1:11111")
-    p.add_argument("--dist_backend", "--dist-backend", dest="dist_backend", type=str, default="nccl")
+    # Default: nccl on CUDA, gloo on the CPU (USB's default is nccl); set explicitly, nccl asks for a GPU.
+    p.add_argument("--dist_backend", "--dist-backend", dest="dist_backend", type=str, default=None)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--gpu", default=None, help="GPU id to use ('None' for all)")
     p.add_argument("--multiprocessing_distributed", "--multiprocessing-distributed",

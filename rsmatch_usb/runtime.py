@@ -134,8 +134,14 @@ def _patch(owner, name, value):
     setattr(owner, name, value)
 
 
-def resolve_device(requested):
-    """Map the ``device`` config key (auto, cpu, cuda) to a torch device type."""
+def resolve_device(requested, gpu_request=()):
+    """Map the ``device`` config key (auto, cpu, cuda) to a torch device type.
+
+    ``gpu_request``: the config's keys that ask for a GPU (e.g. ``gpu: 0``).
+    Under ``auto`` they make a GPU a requirement: a job without a GPU (or with
+    a driver too old for torch) stops with one error line instead of quietly
+    training on the CPU.
+    """
     from .errors import UserError
 
     requested = str(requested or "auto").lower()
@@ -144,6 +150,10 @@ def resolve_device(requested):
     if requested == "cuda" and not torch.cuda.is_available():
         raise UserError("device: cuda was requested but no CUDA GPU is visible to torch; "
                         "set 'device: cpu' (or 'auto') or run on a machine with a GPU")
+    if requested == "auto" and gpu_request and not torch.cuda.is_available():
+        raise UserError(f"device: auto found no CUDA GPU visible to torch, but the config asks for one "
+                        f"({', '.join(gpu_request)}); run where torch sees a GPU, or set 'device: cpu' "
+                        "to train on the CPU")
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return requested

@@ -47,7 +47,7 @@ def prepare(args):
     """Validate ``args`` and fix up device-dependent keys, before anything is written."""
     from data_tools import usb as usb_data
 
-    args.device = runtime.resolve_device(args.device)
+    args.device = runtime.resolve_device(args.device, gpu_request=gpu_request(args))
     get_net_builder(args.net, args.net_from_name)
     usb_data.check_dataset_name(args.dataset)
     if args.epoch < 1 or args.num_train_iter % args.epoch:
@@ -65,17 +65,10 @@ def prepare(args):
             warnings.warn("amp: mixed precision needs CUDA; training in fp32 on CPU")
             args.amp = False
         args.gpu = None
-        if args.dist_backend == "nccl":
-            args.dist_backend = "gloo"  # NCCL is CUDA-only; gloo is PyTorch's CPU backend
-        # With no GPUs, 'world_size' processes run on this node (USB multiplies by the GPU count).
-        args.procs_per_node = args.world_size if args.multiprocessing_distributed else 1
-    else:
-        args.procs_per_node = torch.cuda.device_count() if args.multiprocessing_distributed else 1
-        if args.multiprocessing_distributed:
-            args.world_size = args.procs_per_node * args.world_size
-    args.distributed = args.world_size > 1 or (args.multiprocessing_distributed and args.device == "cuda")
-    if args.multiprocessing_distributed and args.dist_url.split("//")[-1].split(":")[0] in ("127.0.0.1", "localhost"):
-        args.dist_url = f"tcp://127.0.0.1:{_free_local_port()}"
+    # NCCL is CUDA-only; gloo is PyTorch's CPU backend.
+    if args.dist_backend is None or (args.device == "cpu" and args.dist_backend == "nccl"):
+        args.dist_backend = "nccl" if args.device == "cuda" else "gloo"
+    set_launch(args, torch.cuda.device_count() if args.device == "cuda" else 0, os.environ)
 
     # Build the datasets once here, so a bad path, image or ratio fails before the
     # run folder is touched (the workers build their own copy).
@@ -115,6 +108,81 @@ def check_run_folder(args):
                             "train it again from scratch")
 
 
+def gpu_request(args):
+    """The keys by which a config asks for a GPU (``gpu``, ``dist_backend: nccl``, ``amp``), as text."""
+    keys = [f"gpu: {args.gpu}"] if args.gpu is not None else []
+    if args.dist_backend == "nccl":
+        keys.append("dist_backend: nccl")
+    if args.amp:
+        keys.append("amp: True")
+    return keys
+
+
+_TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+def set_launch(args, device_count, environ):
+    """Set the distributed keys of ``args`` for how this process was started.
+
+    USB's rules, with the CPU and launcher cases it lacks. Sets ``world_size``
+    (all processes), ``rank`` (this process's node rank, or its global rank
+    when it was started as one rank), ``procs_per_node`` (processes on this
+    node: the main process is the one with ``rank % procs_per_node == 0``),
+    ``distributed``, and ``local_rank`` where the launcher gave it.
+
+    - torchrun (or any launcher setting RANK, WORLD_SIZE and LOCAL_RANK):
+      ``env://`` with the launcher's ranks, one process per GPU (``gpu`` =
+      LOCAL_RANK); ``multiprocessing_distributed`` is ignored, the processes
+      exist already;
+    - ``dist_url: env://`` otherwise (USB): ``world_size: -1`` and ``rank: -1``
+      are read from WORLD_SIZE and RANK;
+    - ``multiprocessing_distributed: True``: one process per GPU of this node,
+      ``world_size`` counting nodes (USB); with no GPU, ``world_size``
+      processes on this node;
+    - processes started by hand (``world_size > 1`` without
+      ``multiprocessing_distributed``): each is the rank it is given; the GPUs
+      of a node (the processes, on the CPU) share it, so only rank 0 of each
+      node is the main process, as in USB.
+    """
+    launched = all(key in environ for key in _TORCHRUN_ENV)
+    if launched:
+        if args.multiprocessing_distributed:
+            warnings.warn("multiprocessing_distributed: ignored under torchrun, which starts the processes")
+        args.multiprocessing_distributed = False
+        args.dist_url = "env://"
+        args.world_size, args.rank = int(environ["WORLD_SIZE"]), int(environ["RANK"])
+        args.local_rank = int(environ["LOCAL_RANK"])
+        args.procs_per_node = int(environ.get("LOCAL_WORLD_SIZE", max(device_count, 1)))
+        if device_count:
+            args.gpu = args.local_rank
+    elif args.dist_url == "env://":
+        for key, env in (("world_size", "WORLD_SIZE"), ("rank", "RANK")):
+            if getattr(args, key) == -1:
+                if env not in environ:
+                    raise UserError(f"dist_url: env:// with {key}: -1 reads {env} from the environment, which is "
+                                    f"not set; launch with torchrun, or set {key}")
+                setattr(args, key, int(environ[env]))
+    if args.world_size < 1 or args.rank < 0:
+        raise UserError(f"world_size ({args.world_size}) must be >= 1 and rank ({args.rank}) >= 0")
+    if args.multiprocessing_distributed:
+        args.procs_per_node = device_count or args.world_size
+        if device_count:
+            args.world_size *= device_count
+        if args.dist_url.split("//")[-1].split(":")[0] in ("127.0.0.1", "localhost"):
+            args.dist_url = f"tcp://127.0.0.1:{_free_local_port()}"
+    elif not launched:
+        args.procs_per_node = (device_count or args.world_size) if args.world_size > 1 else 1
+    args.distributed = args.world_size > 1 or (args.multiprocessing_distributed and args.device == "cuda")
+    return args
+
+
+def worker_rank(args, local_rank):
+    """The global rank of the process ``local_rank`` of this node (USB: node rank * procs + local rank)."""
+    if args.distributed and args.multiprocessing_distributed:
+        return args.rank * args.procs_per_node + local_rank
+    return args.rank
+
+
 def check_checkpoint(path):
     """Fail loudly on a checkpoint that cannot be loaded safely or is not a USB checkpoint.
 
@@ -131,12 +199,48 @@ def check_checkpoint(path):
 def main(args):
     """Train in this process, or in spawned workers while this process holds the run folder's lock."""
     if args.multiprocessing_distributed and args.procs_per_node > 1:
-        import torch.multiprocessing as mp
-
         with run_folder.locked(os.path.join(args.save_dir, args.save_name), clear=not args.resume):
-            mp.spawn(main_worker, nprocs=args.procs_per_node, args=(args.procs_per_node, args, True))
+            spawn_workers(args)
+    elif args.multiprocessing_distributed:
+        # USB spawns one process for a node's single GPU, as local rank 0 on GPU 0
+        # (DDP with device_ids and SyncBatchNorm); that process is this one.
+        return main_worker(0, 1, args)
     else:
         return main_worker(args.gpu, args.procs_per_node, args)
+
+
+def _spawned_worker(local_rank, procs_per_node, args, error_dir):
+    """main_worker in a spawned process (the parent holds the folder's lock); a UserError is left in
+    ``error_dir`` for the parent to report."""
+    try:
+        main_worker(local_rank, procs_per_node, args, True)
+    except UserError as exc:
+        with open(os.path.join(error_dir, f"rank{local_rank}.txt"), "w", encoding="utf-8") as f:
+            f.write(str(exc))
+        sys.exit(2)
+
+
+def spawn_workers(args):
+    """One process per local rank (USB's mp.spawn); bad input found in a worker is one error line here."""
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    # torch logs each rank it stops after another failed; the failure itself is reported below.
+    spawn_log = logging.getLogger("torch.multiprocessing.spawn")
+    level = spawn_log.level
+    spawn_log.setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory(prefix="rsmatch_train_errors_") as error_dir:
+        try:
+            mp.spawn(_spawned_worker, nprocs=args.procs_per_node, args=(args.procs_per_node, args, error_dir))
+        except mp.ProcessExitedException:
+            reports = sorted(os.listdir(error_dir))
+            if not reports:
+                raise
+            with open(os.path.join(error_dir, reports[0]), encoding="utf-8") as f:
+                raise UserError(f.read()) from None
+        finally:
+            spawn_log.setLevel(level)
 
 
 def _place_model(args, module, clip_batch):
@@ -234,8 +338,7 @@ def _main_worker(local_rank, procs_per_node, args, folder_locked):
     torch.backends.cudnn.benchmark = True
 
     if args.distributed:
-        if args.multiprocessing_distributed:
-            args.rank = args.rank * procs_per_node + (local_rank or 0)
+        args.rank = worker_rank(args, local_rank or 0)
         dist.init_process_group(backend=args.dist_backend, init_method=args.dist_url,
                                 world_size=args.world_size, rank=args.rank)
 
@@ -273,7 +376,9 @@ def _main_worker(local_rank, procs_per_node, args, folder_locked):
         logger.info(f"Resume load path {args.load_path} does not exist; training from scratch")
 
     with contextlib.ExitStack() as stack:
-        if not folder_locked:
+        # Under torchrun (or hand-started ranks) every rank gets here: the node's
+        # main process holds the folder; the others write only their warnings.
+        if not folder_locked and is_main:
             stack.enter_context(run_folder.locked(save_path, clear=not args.resume))
         get_logger(args.save_name, save_path, logging.getLevelName(level))  # adds log.txt
         early.setTarget(logger.handlers[-1])

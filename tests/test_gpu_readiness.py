@@ -1,9 +1,13 @@
 """GPU readiness (issue 13): the CUDA-path defects, each checked on the CPU."""
 import os
+import re
+import subprocess
+import sys
 
+import pytest
 import torch
 
-from conftest import run_train, tiny_config, write_config
+from conftest import REPO, read_log, run_train, tiny_config, write_config
 
 
 def test_training_never_reseeds_the_cuda_generators(tmp_path, monkeypatch):
@@ -78,3 +82,122 @@ def test_activating_cuda_after_cpu_removes_the_cpu_adaptations():
     runtime.activate("cpu")  # and back: the CPU adaptations return
     assert torch.cuda.Event is runtime.WallClockEvent
     assert not algorithmbase.GradScaler().is_enabled()
+
+
+# ---------------------------------------------------------------- launch modes (items 6, 7)
+def _args(tmp_path, environ=None, device="cuda", device_count=1, **overrides):
+    """The train command's args for ``overrides`` after set_launch, as on a host with ``device_count`` GPUs."""
+    from rsmatch_usb import train
+    from rsmatch_usb.config import get_config
+
+    args = get_config(["--c", write_config(tmp_path, tiny_config(tmp_path, **overrides))])
+    args.device = device
+    return train.set_launch(args, device_count if device == "cuda" else 0, environ or {})
+
+
+def _is_main(args, local_rank=0):
+    from rsmatch_usb import train
+
+    return train.worker_rank(args, local_rank) % args.procs_per_node == 0
+
+
+def test_one_process(tmp_path):
+    args = _args(tmp_path, device="cpu")
+    assert (args.world_size, args.procs_per_node, args.distributed) == (1, 1, False)
+    assert _is_main(args)
+
+
+def test_multiprocessing_distributed_spawns_one_process_per_gpu_with_usbs_ranks(tmp_path):
+    # Node 1 of 2, four GPUs each: global ranks 4..7, the main process is local rank 0.
+    args = _args(tmp_path, device_count=4, multiprocessing_distributed=True, world_size=2, rank=1)
+    assert (args.world_size, args.procs_per_node, args.distributed) == (8, 4, True)
+    from rsmatch_usb import train
+    assert [train.worker_rank(args, i) for i in range(4)] == [4, 5, 6, 7]
+    assert [_is_main(args, i) for i in range(4)] == [True, False, False, False]
+
+
+def test_multiprocessing_distributed_on_one_gpu_is_usbs_path_on_gpu_0(tmp_path, monkeypatch):
+    from rsmatch_usb import train
+
+    args = _args(tmp_path, device_count=1, multiprocessing_distributed=True)
+    assert (args.world_size, args.procs_per_node, args.distributed) == (1, 1, True)
+    calls = []
+    monkeypatch.setattr(train, "main_worker", lambda *a: calls.append(a[:2]))
+    train.main(args)
+    assert calls == [(0, 1)]  # local rank 0 = GPU 0: DDP with device_ids, SyncBatchNorm, set_device
+
+
+def test_processes_started_by_hand_have_one_main_rank(tmp_path):
+    # Two processes on a two-GPU host, each given its rank and GPU: only rank 0 writes.
+    ranks = [_args(tmp_path, device_count=2, world_size=2, rank=r, gpu=r) for r in (0, 1)]
+    assert [(a.procs_per_node, a.distributed) for a in ranks] == [(2, True), (2, True)]
+    assert [_is_main(a) for a in ranks] == [True, False]
+    cpu = [_args(tmp_path, device="cpu", world_size=2, rank=r) for r in (0, 1)]
+    assert [_is_main(a) for a in cpu] == [True, False]
+
+
+def test_torchrun_ranks_come_from_its_environment(tmp_path):
+    env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
+    args = _args(tmp_path, environ=env, device_count=2, multiprocessing_distributed=True)
+    assert (args.dist_url, args.world_size, args.rank, args.gpu) == ("env://", 4, 3, 1)
+    assert (args.procs_per_node, args.multiprocessing_distributed, args.distributed) == (2, False, True)
+    assert not _is_main(args)
+
+
+def test_env_url_reads_world_size_and_rank_as_usb(tmp_path):
+    from rsmatch_usb.errors import UserError
+
+    args = _args(tmp_path, environ={"WORLD_SIZE": "2", "RANK": "1"}, device="cpu", dist_url="env://",
+                 world_size=-1, rank=-1)
+    assert (args.world_size, args.rank, args.distributed) == (2, 1, True)
+    with pytest.raises(UserError, match="WORLD_SIZE"):
+        _args(tmp_path, device="cpu", dist_url="env://", world_size=-1, rank=-1)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(660)
+def test_torchrun_on_cpu_trains_one_run_with_two_ranks(tmp_path):
+    cfg = tiny_config(tmp_path, name="torchrun", batch_size=8, num_train_iter=3, num_eval_iter=3)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "rsmatch_usb.train", "--c", write_config(tmp_path, cfg)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    prints = dict(re.findall(r"rank (\d) training is FINISHED; parameter fingerprint (\w+)", proc.stderr))
+    assert set(prints) == {"0", "1"} and prints["0"] == prints["1"]
+    log = read_log(os.path.join(cfg["save_dir"], cfg["save_name"]))
+    assert log.count("Model training") == 1  # rank 1 is not a main process: one writer
+
+
+# ---------------------------------------------------------------- errors and device (items 9, 10)
+def _error_lines(stderr):
+    """stderr without warnings and the run's own log lines (``[date time LEVEL] ...``)."""
+    return [line for line in stderr.splitlines() if line.strip() and "Warning" not in line
+            and not line.startswith("  ") and not re.match(r"\[\d{4}-\d\d-\d\d ", line)]
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(660)
+def test_bad_input_found_in_spawned_workers_is_one_error_line(tmp_path):
+    cfg = tiny_config(tmp_path, algorithm="rsmatch", detector_width=4, dummy_pseudo_label="both", world_size=2,
+                      multiprocessing_distributed=True)
+    proc = subprocess.run([sys.executable, "-m", "rsmatch_usb.train", "--c", write_config(tmp_path, cfg)],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = _error_lines(proc.stderr)
+    assert len(lines) == 1 and lines[0].startswith("rsmatch-train: error: dummy_pseudo_label"), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+@pytest.mark.parametrize("request_", [dict(gpu=0), dict(dist_backend="nccl"), dict(amp=True)])
+def test_auto_device_with_a_gpu_request_and_no_gpu_is_an_error(tmp_path, capsys, request_):
+    code, run_dir = run_train(tmp_path, tiny_config(tmp_path, device="auto", **request_))
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "device: auto found no CUDA GPU" in err[0] and "device: cpu" in err[0]
+    key = next(iter(request_))
+    assert f"{key}: {'True' if key == 'amp' else request_[key]}" in err[0]
+    assert not os.path.exists(run_dir)
+    # The same config with device: cpu trains (amp falls back to fp32, nccl to gloo).
+    code, _ = run_train(tmp_path, tiny_config(tmp_path, name="cpu", device="cpu", **request_))
+    assert code == 0

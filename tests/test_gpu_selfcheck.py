@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import pytest
 import torch
 
 from conftest import REPO
@@ -43,6 +44,9 @@ def test_a_failing_check_does_not_hide_the_others(tmp_path):
 
 @pytest.mark.multiprocess
 @pytest.mark.timeout(1560)
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.timeout(1500)
 def test_end_to_end_on_the_cpu(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, SCRIPT, "--out", str(out), "--allow-cpu", "--net", "resnet_micro", "--img-size", "16",
