@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from conftest import REPO, read_log, run_train, tiny_config, write_config
+from rsmatch_usb.fingerprints import logged_fingerprints
 
 
 def test_training_never_reseeds_the_cuda_generators(tmp_path, monkeypatch):
@@ -162,7 +163,7 @@ def test_torchrun_on_cpu_trains_one_run_with_two_ranks(tmp_path):
            "-m", "rsmatch_usb.train", "--c", write_config(tmp_path, cfg)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    prints = dict(re.findall(r"rank (\d) training is FINISHED; parameter fingerprint (\w+)", proc.stderr))
+    prints = logged_fingerprints(proc.stderr, "training is FINISHED; parameter fingerprint")
     assert set(prints) == {"0", "1"} and prints["0"] == prints["1"]
     log = read_log(os.path.join(cfg["save_dir"], cfg["save_name"]))
     assert log.count("Model training") == 1  # rank 1 is not a main process: one writer
@@ -201,3 +202,85 @@ def test_auto_device_with_a_gpu_request_and_no_gpu_is_an_error(tmp_path, capsys,
     # The same config with device: cpu trains (amp falls back to fp32, nccl to gloo).
     code, _ = run_train(tmp_path, tiny_config(tmp_path, name="cpu", device="cpu", **request_))
     assert code == 0
+
+
+# ---------------------------------------------------------------- GPU memory of the configs (item 1)
+def test_generator_refuses_the_former_imagenet_settings(tmp_path, monkeypatch, capsys):
+    from benchmark_configs import generate
+
+    spec = next(s for s in generate.family_specs("paper") if s.dataset == "imagenet" and s.label == "fixmatch")
+    assert spec.config["uratio"] == 1  # USB's ImageNet setting
+    assert generate.estimated_gpu_gib(spec.config) < 40 < 80 < generate.estimated_gpu_gib(dict(spec.config, uratio=7))
+    # The ImageNet family as it was (uratio 7 at 224 px, ResNet-50, fp32): refused, nothing written.
+    monkeypatch.setitem(generate.DATASET_URATIO, "imagenet", 7)
+    with pytest.raises(SystemExit) as exc:
+        generate.main(["--root", str(tmp_path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "more than 80 GiB" in err[0] and "_imagenet_" in err[0] and "--gpu-gib" in err[0]
+    assert os.listdir(tmp_path) == []
+
+
+def test_generator_sizes_configs_for_the_gpu_given(tmp_path, capsys):
+    from benchmark_configs import generate
+
+    with pytest.raises(SystemExit) as exc:
+        generate.main(["--root", str(tmp_path), "--gpu-gib", "8"])
+    assert exc.value.code == 2 and os.listdir(tmp_path) == []
+    assert generate.main(["--root", str(tmp_path), "--gpu-gib", "48"]) == 0
+    text = (tmp_path / "paper" / "openmatch" / "openmatch_imagenet_13000_alpha0_0.yaml").read_text()
+    # 64 labeled + 3 unlabeled views x 64 images of 224 px.
+    assert "# Estimated GPU memory per process: " in text and "(256 images per step at 224 px;" in text
+
+
+def test_net_memory_table_matches_a_fresh_measurement():
+    from benchmark_configs import generate, memory
+
+    used = {(s.config["net"], s.config["img_size"], s.config["num_classes"]) for s in generate.all_specs()}
+    assert used <= set(generate.NET_MEMORY), "measure the missing nets with python -m benchmark_configs.memory"
+    for key in (("wrn_28_2", 32, 10), ("resnet_tiny", 16, 10)):
+        act, params = memory.measure(*key)
+        assert params == generate.NET_MEMORY[key][1]
+        assert abs(act - generate.NET_MEMORY[key][0]) <= 0.1 * act
+
+
+# ---------------------------------------------------------------- smaller GPU costs (item 11)
+def _aten_ops(fn, *args):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Recorder() as recorder:
+        fn(*args)
+    return recorder.ops
+
+
+def test_openmatch_ova_loss_has_no_data_dependent_indexing():
+    # Boolean-mask indexing (aten.index with a mask, i.e. nonzero) waits for the GPU each step.
+    from rsmatch_usb.algorithms.openmatch.utils import ova_loss
+
+    logits, targets = torch.randn(5, 2 * 4), torch.tensor([0, 3, 1, 1, 2])
+    ops = _aten_ops(ova_loss, logits, targets)
+    assert not [op for op in ops if op.startswith(("aten.index.", "aten.nonzero"))], ops
+    log_p = torch.log_softmax(logits.view(5, 2, 4), dim=1)
+    expected = (-log_p[:, 1, :][torch.arange(5), targets]
+                + (-log_p[:, 0, :]).scatter(1, targets[:, None], float("-inf")).max(dim=1).values).mean()
+    assert torch.allclose(ova_loss(logits, targets), expected)
+
+
+def test_openmatch_keeps_unlabeled_indices_on_the_cpu(tmp_path, monkeypatch):
+    # On CUDA process_batch moves every tensor with .cuda(); the indices only index a CPU mask.
+    alg = _build(tmp_path, tiny_config(tmp_path, algorithm="openmatch"))
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self * 1)  # a copy, as a device move is
+    idx = torch.tensor([3, 1])
+    batch = alg.process_batch(x_lb=torch.zeros(2, 3, 16, 16), y_lb=torch.zeros(2, dtype=torch.long), idx_ulb=idx,
+                              x_ulb_w=torch.zeros(2, 3, 16, 16), x_ulb_w_2=torch.zeros(2, 3, 16, 16),
+                              x_ulb_s=torch.zeros(2, 3, 16, 16))
+    assert batch["idx_ulb"] is idx and batch["x_lb"] is not None

@@ -30,6 +30,8 @@ def ova_loss(logits_ova, targets):
     log_p = ova_log_probs(logits_ova)
     num_classes = log_p.size(2)
     positive = F.one_hot(targets, num_classes).bool()
-    pos_loss = -log_p[:, INLIER, :][positive]
+    # A gather, not boolean-mask indexing: the mask's size is data-dependent, which
+    # costs a GPU-to-host sync every step.
+    pos_loss = -log_p[:, INLIER, :].gather(1, targets[:, None]).squeeze(1)
     neg_loss = (-log_p[:, OUTLIER, :]).masked_fill(positive, float("-inf")).max(dim=1).values
     return (pos_loss + neg_loss).mean()

@@ -104,6 +104,13 @@ class OpenMatch(ExtraStateMixin, ExtraHeadsMixin, AlgorithmBase):
     def outlier_score(self, logits, head_outputs):
         return ova_outlier_score(logits, head_outputs["ova"])
 
+    def process_batch(self, input_args=None, **kwargs):
+        batch = super().process_batch(input_args, **kwargs)
+        if "idx_ulb" in batch:
+            # It only indexes the inlier mask, which lives on the CPU: no trip to the GPU and back.
+            batch["idx_ulb"] = kwargs["idx_ulb"]
+        return batch
+
     def train_step(self, x_lb, y_lb, idx_ulb, x_ulb_w, x_ulb_w_2, x_ulb_s):
         num_lb, num_ulb = y_lb.shape[0], x_ulb_w.shape[0]
         fixmatch_on = self.it >= self.start_fix
@@ -127,7 +134,7 @@ class OpenMatch(ExtraStateMixin, ExtraHeadsMixin, AlgorithmBase):
                 mask = self.call_hook("masking", "MaskingHook", logits_x_ulb=probs_x_ulb_w, softmax_x_ulb=False)
                 pseudo_label = self.call_hook("gen_ulb_targets", "PseudoLabelingHook", logits=probs_x_ulb_w,
                                               use_hard_label=self.use_hard_label, T=self.T, softmax=False)
-                inlier = self.inlier_mask[idx_ulb.cpu()].to(mask)
+                inlier = self.inlier_mask[idx_ulb].to(mask)
                 mask = mask * inlier
                 # Mean over the selected inliers: OpenMatch draws its FixMatch batch
                 # from the selected subset only, so outliers must not dilute the loss.
