@@ -406,8 +406,13 @@ def environment(device):
 
     header = {"device": device, "python": platform.python_version(), "torch": torch.__version__}
     try:
-        import semilearn
-        header["semilearn"] = getattr(semilearn, "__version__", "installed")
+        import importlib.metadata
+
+        import semilearn  # noqa: F401  (importable: what the runs need)
+        try:
+            header["semilearn"] = importlib.metadata.version("semilearn")
+        except importlib.metadata.PackageNotFoundError:  # on the path without its metadata
+            header["semilearn"] = "importable (version unknown)"
     except Exception as exc:  # reported, and every run will fail with the reason in its log
         header["semilearn"] = f"not importable ({type(exc).__name__}: {exc})"
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0

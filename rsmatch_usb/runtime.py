@@ -72,10 +72,18 @@ def _after_run_recording_completed_iterations(original):
         # already counted the last step, and get_save_dict adds one more, so the
         # file claimed k + 1 iterations and a resume skipped one.
         algorithm.it -= 1
+        # It saves from every rank unless multiprocessing_distributed is set; under
+        # torchrun or hand-started ranks the ranks then overwrite one another's
+        # file. Only a node's main process writes, as everywhere else in USB.
+        not_main = algorithm.distributed and algorithm.rank % algorithm.ngpus_per_node != 0
+        if not_main:
+            algorithm.save_model = lambda *args, **kwargs: None
         try:
             return original(self, algorithm)
         finally:
             algorithm.it += 1
+            if not_main:
+                del algorithm.save_model
     return after_run
 
 
