@@ -395,6 +395,7 @@ NET_MEMORY = {
     ("wrn_28_8", 32, 200): (14882944, 23452328),     # 14.19 MiB
     ("resnet50", 224, 100): (86121984, 23712932),    # 82.13 MiB
     ("resnet_tiny", 16, 10): (239488, 78042),        # 0.23 MiB
+    ("resnet_tiny", 32, 10): (932736, 78042),        # 0.89 MiB
 }
 # Unlabeled views each train step forwards with gradient (the labeled batch is one
 # more), from the algorithms' train steps; FixMatch-like algorithms forward two.
