@@ -62,7 +62,7 @@ def routed(tmp_path, monkeypatch):
         n = batch["x_ulb_w"].shape[0]
         syn = torch.arange(n) % 3 == 0
         scores = torch.where(syn, torch.tensor(0.9), torch.tensor(0.1))
-        monkeypatch.setattr(alg, "detector_scores", lambda x: scores.clone())
+        monkeypatch.setattr(alg.detector, "score", lambda x: scores.clone())
         monkeypatch.setattr(alg, "detector_step", lambda *a, **k: (0.0, 1.0))
         alg.detector_trusted = True
         return alg, batch, syn
@@ -91,9 +91,13 @@ def _same(a, b):
     return torch.allclose(a, b, rtol=0, atol=1e-7)
 
 
-@pytest.mark.parametrize("dummy_pseudo_label", ["real", "dummy"])
-def test_real_head_learns_from_labeled_and_real_judged_dummy_head_from_synthetic_judged(routed, dummy_pseudo_label):
-    alg, batch, syn = routed(dummy_pseudo_label=dummy_pseudo_label)
+@pytest.mark.parametrize("base, dummy_pseudo_label", [("fixmatch", "real"), ("fixmatch", "dummy"),
+                                                       ("flexmatch", "real"), ("freematch", "real"),
+                                                       ("softmatch", "real")])
+def test_real_head_learns_from_labeled_and_real_judged_dummy_head_from_synthetic_judged(routed, base,
+                                                                                         dummy_pseudo_label):
+    alg, batch, syn = routed(base_algorithm=base, dummy_pseudo_label=dummy_pseudo_label)
+    assert type(alg).__name__.lower() == "rs" + base
     real, dummy = _head_grads(alg, batch)
     assert real.abs().sum() > 0 and dummy.abs().sum() > 0
 
@@ -127,16 +131,21 @@ def test_untrusted_detector_routes_everything_to_the_real_head(routed):
     assert not _same(real_s, real)
 
 
-# ---------------------------------------------------------------- FixMatch special case
-@pytest.mark.parametrize("variant", [dict(use_detector=False),
-                                     # detector on but never trusted: it must not touch the global RNG either
-                                     dict(queue_size=1000, queue_min_fill=1000)])
+# ---------------------------------------------------------------- the base special case
+# Detector on but never trusted: the routing machinery runs (mask scaled by 1, a zero dummy loss)
+# and must not touch the global RNG either.
+UNTRUSTED = dict(queue_size=1000, queue_min_fill=1000)
+
+
+@pytest.mark.parametrize("base, variant", [("fixmatch", dict(use_detector=False)), ("fixmatch", UNTRUSTED),
+                                           ("flexmatch", UNTRUSTED), ("freematch", UNTRUSTED),
+                                           ("softmatch", UNTRUSTED)])
 @pytest.mark.slow
-def test_without_detector_it_is_fixmatch_step_for_step(tmp_path, variant):
+def test_without_detector_it_is_the_base_step_for_step(tmp_path, base, variant):
     common = dict(p_cutoff=0.0, num_train_iter=4, num_eval_iter=2, num_log_iter=1, **CONTAMINATED)
-    code, fix_dir = run_train(tmp_path, tiny_config(tmp_path, name="fixmatch", algorithm="fixmatch", **common))
+    code, fix_dir = run_train(tmp_path, tiny_config(tmp_path, name=base, algorithm=base, **common))
     assert code == 0
-    code, rs_dir = run_train(tmp_path, rsmatch_config(tmp_path, **common, **variant))
+    code, rs_dir = run_train(tmp_path, rsmatch_config(tmp_path, base_algorithm=base, **common, **variant))
     assert code == 0
     fix_log, rs_log = read_log(fix_dir), read_log(rs_dir)
     for key in ("train/sup_loss", "train/unsup_loss", "train/total_loss", "eval/top-1-acc"):
@@ -184,10 +193,11 @@ def test_resume_restores_queue_detector_and_generator(tmp_path):
     assert _checkpoint(run_dir)["it"] == 6
 
 
-def test_wrong_dummy_pseudo_label_is_a_user_error(tmp_path, capsys):
-    code, _ = run_train(tmp_path, rsmatch_config(tmp_path, dummy_pseudo_label="both"))
+@pytest.mark.parametrize("key, value", [("dummy_pseudo_label", "both"), ("base_algorithm", "mixmatch")])
+def test_wrong_choice_is_a_user_error(tmp_path, capsys, key, value):
+    code, _ = run_train(tmp_path, rsmatch_config(tmp_path, **{key: value}))
     assert code == 2
-    assert "dummy_pseudo_label" in capsys.readouterr().err
+    assert key in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- end to end

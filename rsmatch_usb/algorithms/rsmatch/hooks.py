@@ -3,62 +3,55 @@ import logging
 
 import numpy as np
 import torch
-import torch.nn as nn
 from semilearn.core.hooks import Hook
 from sklearn.metrics import precision_score, recall_score
 from torch.utils.data import DataLoader
 
 from rsmatch_usb.fingerprints import fingerprint, log_fingerprint
-from rsmatch_usb.heads import unwrap
 from rsmatch_usb.origin import auroc_by_source, unlabeled_origin
 
 from .images import IndexedImages
 
 
 class DetectorPlacementHook(Hook):
-    """Moves the detector and its EMA to the backbone's device; under DDP wraps the trained one.
+    """Moves the detector to the backbone's device (under DDP: trains it through DistributedDataParallel).
 
-    DDP all-reduces the detector's gradients and broadcasts rank 0's
-    BatchNorm buffers at each forward (its default), so the ranks' detectors
-    stay identical; RSMatch averages the EMA copy's statistics itself.
+    After the run it stops the queue-draw workers and, under DDP, logs a
+    fingerprint of the detector and the queue.
     """
 
     def before_run(self, algorithm):
         if algorithm.detector is None:  # use_detector: False
             return
-        detector = unwrap(algorithm.detector)
         device = next(algorithm.model.parameters()).device
-        detector.to(device)
-        algorithm.detector_ema.to(device)
+        algorithm.detector.to(device)
         if algorithm.distributed and torch.distributed.is_initialized():
-            device_ids = [device.index] if device.type == "cuda" else None
-            algorithm.detector = nn.parallel.DistributedDataParallel(detector, device_ids=device_ids)
-        else:
-            algorithm.detector = detector
+            algorithm.detector.distribute([device.index] if device.type == "cuda" else None)
 
     def after_run(self, algorithm):
         if algorithm.detector is None or not (algorithm.distributed and torch.distributed.is_initialized()):
             return
         # Every rank's value, on one line of rank 0 (as the train command does for the backbone).
-        tensors = list(unwrap(algorithm.detector).parameters()) + list(algorithm.detector_ema.state_dict().values())
         log_fingerprint(logging.getLogger(algorithm.args.save_name), "RSMatch detector and queue fingerprint",
-                        fingerprint(tensors + list(algorithm.csqueue.state_dict().values())))
+                        fingerprint(algorithm.detector.tensors() + list(algorithm.csqueue.state_dict().values())))
 
 
 class DetectorEvalHook(Hook):
     """At each evaluation, scores the detector and the queue on the unlabeled set's ground-truth flags.
 
-    Runs only when ``train_ulb.data.is_synthetic`` (RS-SSL datasets) holds
-    both values; the flags are read here, never in the train step. Registered
-    after USB's EvaluationHook and before its LoggingHook, so the figures land
-    in the evaluation's log line. Logs ``eval/detector_auroc``,
-    ``eval/detector_precision``, ``eval/detector_recall`` (synthetic is the
-    positive class, at ``detector_threshold``) over up to
+    Runs when the unlabeled set carries ``train_ulb.data.is_synthetic`` (RS-SSL
+    datasets, also at alpha 0); the flags are read here, never in the train
+    step. Registered after USB's EvaluationHook and before its LoggingHook, so
+    the figures land in the evaluation's log line. Over up to
     ``detector_eval_samples`` unlabeled images under the deterministic eval
-    transform, and ``eval/queue_purity``, the share of queued indices that
-    are truly synthetic; prints the per-class queue fill and purity. When
-    several synthetic sources are mixed it also logs
-    ``eval/detector_auroc/<source>``, each source's images against the real ones.
+    transform it logs ``eval/detector_fpr`` (share of the real ones judged
+    synthetic, at the routing threshold) and, when both kinds are present,
+    ``eval/detector_auroc``, ``eval/detector_precision``,
+    ``eval/detector_recall`` (synthetic is the positive class); and
+    ``eval/queue_purity``, the share of queued indices that are truly
+    synthetic; prints the per-class queue fill and purity. When several
+    synthetic sources are mixed it also logs ``eval/detector_auroc/<source>``,
+    each source's images against the real ones.
     """
 
     def __init__(self):
@@ -73,7 +66,7 @@ class DetectorEvalHook(Hook):
         if algorithm.distributed and algorithm.rank % algorithm.ngpus_per_node != 0:
             return
         origin = unlabeled_origin(algorithm)
-        if origin is None or len(np.unique(origin[0])) < 2:
+        if origin is None or len(origin[0]) == 0:
             return
         algorithm.log_dict.update(self.evaluate(algorithm, *origin))
 
@@ -96,15 +89,18 @@ class DetectorEvalHook(Hook):
         loader = DataLoader(images, batch_size=algorithm.args.eval_batch_size, shuffle=False,
                             num_workers=algorithm.args.num_workers, generator=torch.Generator())
         device = next(algorithm.model.parameters()).device
-        scores = torch.cat([algorithm.detector_scores(x.to(device)).cpu() for x in loader]).numpy()
+        scores = torch.cat([algorithm.detector.score(x.to(device)).cpu() for x in loader]).numpy()
         truth = flags[index]
         judged = scores >= algorithm.detector_threshold
-        source = flags.astype(np.int64) if source is None else source
-        out = auroc_by_source("eval/detector_auroc", truth, scores, source[index], source_names)
-        out.update({
-            "eval/detector_precision": float(precision_score(truth, judged, zero_division=0)),
-            "eval/detector_recall": float(recall_score(truth, judged, zero_division=0)),
-        })
+        # On real images the share judged synthetic is the false-positive rate (clean data: all of it).
+        out = {"eval/detector_fpr": float(judged[~truth].mean()) if (~truth).any() else 0.0}
+        if truth.any() and not truth.all():
+            source = flags.astype(np.int64) if source is None else source
+            out.update(auroc_by_source("eval/detector_auroc", truth, scores, source[index], source_names))
+            out.update({
+                "eval/detector_precision": float(precision_score(truth, judged, zero_division=0)),
+                "eval/detector_recall": float(recall_score(truth, judged, zero_division=0)),
+            })
         queue = algorithm.csqueue
         per_class = [flags[queue.items(c).numpy()] for c in range(queue.num_classes)]
         queued = np.concatenate(per_class)
