@@ -90,9 +90,10 @@ def config_files():
     """The RSMatch configs, one per FixMatch classic-CV config of USB (see :mod:`.upstream.usb_configs`)."""
     from semilearn.algorithms.fixmatch import FixMatch
 
-    from .algorithms.rsmatch import RSMatch
+    from .algorithms.rsmatch import RS_VARIANTS
 
-    return usb_configs.rsmatch_configs(RSMatch.get_argument(), FixMatch.get_argument())
+    # USB's FixMatch configs become RSMatch on FixMatch (the paper's): its keys, not the other bases'.
+    return usb_configs.rsmatch_configs(RS_VARIANTS["fixmatch"].get_argument(), FixMatch.get_argument())
 
 
 def notes(configs, usb_label, packages):

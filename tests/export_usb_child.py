@@ -132,12 +132,14 @@ np.random.seed(args.seed)
 from semilearn.algorithms import get_algorithm  # noqa: E402
 
 algorithm = get_algorithm(args, TinyNet, None, None)
-assert type(algorithm) is registered
+# rsmatch builds the RS variant of base_algorithm (FixMatch here), defined in the same exported module.
+assert type(algorithm).__name__ == "RSFixMatch" and type(algorithm).__module__ == registered.__module__
 algorithm.train()
 
 checkpoint = torch.load(os.path.join(save_dir, args.save_name, "latest_model.pth"), map_location="cpu",
                         weights_only=False)
-parts = [algorithm, algorithm.extra_heads, algorithm.csqueue, algorithm.detector, algorithm.detector_ema]
+parts = [algorithm, algorithm.extra_heads, algorithm.csqueue, algorithm.detector, algorithm.detector.net,
+         algorithm.detector.ema]
 print(json.dumps({
     "iterations": algorithm.it,
     "checkpoint_keys": sorted(checkpoint),

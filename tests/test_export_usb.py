@@ -52,7 +52,7 @@ def test_export_tree_is_the_generator_output_and_imports_no_plugin(exported):
     for relpath, text in algorithm.items():
         assert rewrite.plugin_imports(text, rewrite.TARGET_PACKAGE, relpath) == []
         assert "rsmatch_usb." not in "".join(line for line in text.splitlines(True) if "import" in line)
-    assert "from .heads import ExtraHeadsMixin, unwrap" in algorithm["semilearn/algorithms/rsmatch/rsmatch.py"]
+    assert "from .heads import ExtraHeadsMixin\n" in algorithm["semilearn/algorithms/rsmatch/rsmatch.py"]
     assert rewrite.imported_packages(algorithm.values()) == ["PIL", "numpy", "semilearn", "sklearn", "torch"]
     assert "it imports only PIL, numpy, semilearn, sklearn, torch." in files[export_usb.NOTES_NAME]
 
@@ -175,13 +175,13 @@ def test_registration_diff_applies_to_the_installed_registry(exported, tmp_path)
 def test_configs_are_usbs_fixmatch_configs_plus_rsmatch_keys(exported):
     from semilearn.algorithms.fixmatch import FixMatch
 
-    from rsmatch_usb.algorithms.rsmatch import RSMatch
+    from rsmatch_usb.algorithms.rsmatch import RS_VARIANTS
 
     table = usb_configs.read_table()
     assert {name[len("fixmatch_"):-len(".yaml")] for name in table} == SETTINGS
     config_dir = exported / usb_configs.EXPORT_CONFIG_DIR
     assert sorted(p.name for p in config_dir.iterdir()) == sorted(f"rsmatch_{s}.yaml" for s in SETTINGS)
-    defaults = {a.name.lstrip("-"): a.default for a in RSMatch.get_argument()}
+    defaults = {a.name.lstrip("-"): a.default for a in RS_VARIANTS["fixmatch"].get_argument()}
     fixmatch_keys = [a.name.lstrip("-") for a in FixMatch.get_argument()]
     for name, items in table.items():
         setting = name[len("fixmatch_"):-len(".yaml")]
