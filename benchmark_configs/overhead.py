@@ -101,12 +101,16 @@ class Stepper:
             if len(self.batches) == num_batches:
                 break
         self.i = 0
+        # Training-thread time of RSMatch's queue draw per step (ms), from its log, once it draws.
+        self.draw_ms = []
 
     def step(self):
         alg = self.alg
         alg.call_hook("before_train_step")
         alg.out_dict, alg.log_dict = alg.train_step(**alg.process_batch(**self.batches[self.i % len(self.batches)]))
         alg.call_hook("after_train_step")
+        if alg.log_dict.get("train/detector_trusted") and "train/queue_draw_ms" in alg.log_dict:
+            self.draw_ms.append(alg.log_dict["train/queue_draw_ms"])
         alg.it += 1
         self.i += 1
 
@@ -189,6 +193,8 @@ def memory_in_child(args, algorithm):
            "--batches", str(args.batches)]
     if args.set:
         cmd += ["--set", *args.set]
+    if args.candidate_set:
+        cmd += ["--candidate-set", *args.candidate_set]
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=os.getcwd(),
                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -228,6 +234,8 @@ def build_parser():
     p.add_argument("--warmup", type=int, default=10, help="untimed steps per algorithm first (default 10)")
     p.add_argument("--batches", type=int, default=8, help="distinct batches drawn and cycled (default 8)")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides for both, e.g. batch_size=64")
+    p.add_argument("--candidate-set", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides for the candidate only, e.g. queue_workers=0")
     p.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
@@ -246,6 +254,7 @@ def main(argv=None):
         if args.warmup < 0:
             raise InputError("--warmup must be 0 or more")
         extra = _extra_flags(args.set)
+        candidate_extra = extra + _extra_flags(args.candidate_set)
         from semilearn.core.utils import ALGORITHMS
 
         import rsmatch_usb  # noqa: F401  (registers the plugin's algorithms)
@@ -260,7 +269,8 @@ def main(argv=None):
     args.device = device
 
     if args.memory_child:
-        print(json.dumps(measure_memory(args.config, args.memory_child, device, extra, args.steps, args.warmup,
+        own = candidate_extra if args.memory_child == args.candidate else extra
+        print(json.dumps(measure_memory(args.config, args.memory_child, device, own, args.steps, args.warmup,
                                         args.batches)))
         return 0
 
@@ -269,7 +279,8 @@ def main(argv=None):
     horizon = args.warmup + args.rounds * args.steps + 100
     with tempfile.TemporaryDirectory() as save_dir:
         names = [args.baseline, args.candidate] if args.candidate != args.baseline else [args.baseline]
-        algs = {name: build(args.config, name, device, extra, save_dir, horizon) for name in names}
+        algs = {name: build(args.config, name, device, candidate_extra if name == args.candidate else extra,
+                            save_dir, horizon) for name in names}
         steppers = {name: Stepper(alg, args.batches) for name, alg in algs.items()}
         if len(names) == 1:  # the dry path: the baseline against itself, as two identical objects
             names.append(args.baseline + "#2")
@@ -292,6 +303,7 @@ def main(argv=None):
         "round_ratio_median": statistics.median(ratios), "round_ratio_min": min(ratios),
         "round_ratio_max": max(ratios),
         "trainable_parameters": {n: trainable_parameters(algs[n]) for n in names},
+        "queue_draw_ms": {n: statistics.median(steppers[n].draw_ms) for n in names if steppers[n].draw_ms},
     }
     print(f"{cand} vs {base}: {a0.dataset}, net {a0.net}, batch {a0.batch_size} labeled + "
           f"{a0.batch_size * a0.uratio} unlabeled, img {a0.img_size}, device {device} "
@@ -301,6 +313,8 @@ def main(argv=None):
         print(f"  {n:<12} {1000 * med[n]:8.2f} ms/step   trainable parameters {result['trainable_parameters'][n]:,}")
     print(f"  ratio {cand}/{base}: {result['ratio_of_medians']:.3f} (per-round ratios: median "
           f"{result['round_ratio_median']:.3f}, range {result['round_ratio_min']:.3f}-{result['round_ratio_max']:.3f})")
+    for n, ms in result["queue_draw_ms"].items():
+        print(f"  {n}: queue draw on the training thread {ms:.2f} ms/step (median over the steps that drew)")
 
     if not args.no_memory:
         memory = {}
@@ -309,7 +323,8 @@ def main(argv=None):
         if device == "cuda":  # exact per-algorithm figures in-process; free the timing objects first
             del algs, steppers
             torch.cuda.empty_cache()
-            memory = {n: measure_memory(args.config, n.split("#")[0], device, extra, args.steps, args.warmup,
+            memory = {n: measure_memory(args.config, n.split("#")[0], device,
+                                        candidate_extra if n == args.candidate else extra, args.steps, args.warmup,
                                         args.batches) for n in names}
         result["memory_bytes"] = memory
         kind = memory[base]["kind"]

@@ -52,7 +52,9 @@ def routed(tmp_path, monkeypatch):
 
     def make(**overrides):
         # p_cutoff 0: every pseudo-label passes, so every sample could reach a loss.
-        alg = build_algorithm(tmp_path, rsmatch_config(tmp_path, p_cutoff=0.0, **overrides))
+        # No held-out labeled images: the patched detector scores the unlabeled batch only.
+        alg = build_algorithm(tmp_path, rsmatch_config(tmp_path, p_cutoff=0.0, detector_calib_per_class=0,
+                                                       **overrides))
         # Eval-mode BatchNorm makes each sample's output independent of the others',
         # so changing one sample changes only that sample's loss terms.
         alg.model.eval()
@@ -158,12 +160,28 @@ def test_without_detector_it_is_the_base_step_for_step(tmp_path, base, variant):
         assert all(torch.equal(fix_ckpt[entry][k], rs_ckpt[entry][k]) for k in fix_ckpt[entry])
 
 
+# ---------------------------------------------------------------- clean data
+def test_on_clean_data_the_detector_routes_almost_nothing(tmp_path):
+    # alpha 0: nothing synthetic to find. A small queue that fills fast, so that the bootstrap
+    # ends early and the uncalibrated detector would route about a third of the batch (docs/rsmatch.md).
+    cfg = rsmatch_config(tmp_path, synthetic_ratio=0.0, num_train_iter=150, num_eval_iter=150, num_log_iter=5,
+                         detector_lr=3e-3, queue_size=8, queue_min_fill=2, detector_eval_samples=500)
+    code, run_dir = run_train(tmp_path, cfg)
+    assert code == 0
+    log = read_log(run_dir)
+    syn_ratio = logged(log, "train/syn_ratio")
+    after_bootstrap = [v for it, v in syn_ratio.items() if it > 50]
+    assert len(after_bootstrap) == 20
+    assert np.mean(after_bootstrap) <= 0.03, after_bootstrap
+    assert logged(log, "eval/detector_fpr")[150] <= 0.03
+
+
 # ---------------------------------------------------------------- checkpoints
 @pytest.mark.slow
 def test_resume_restores_queue_detector_and_generator(tmp_path):
     # Switch over at the first push, so the run draws from the queue before the checkpoint.
     cfg = rsmatch_config(tmp_path, num_train_iter=4, num_eval_iter=4, queue_size=4, queue_min_fill=0,
-                         queue_min_score=0.0)
+                         queue_min_score=0.0, detector_calib_per_class=0)
     code, run_dir = run_train(tmp_path, cfg)
     assert code == 0
     ckpt = _checkpoint(run_dir)  # weights_only: tensors and plain containers only
@@ -180,6 +198,10 @@ def test_resume_restores_queue_detector_and_generator(tmp_path):
     for entry in ("csqueue", "detector", "detector_ema", "extra_heads"):
         assert all(torch.equal(state[entry][k], ckpt[entry][k]) for k in ckpt[entry]), entry
     assert torch.equal(alg.queue_generator.get_state(), ckpt["rsmatch_state"]["queue_generator"])
+    # The next step's queue draw, requested before the checkpoint, is requested again.
+    pending = ckpt["rsmatch_state"]["queue_draw"]
+    assert len(pending["indices"]) == cfg["batch_size"] and int(pending["seed"]) >= 0
+    assert all(torch.equal(v, pending[k]) for k, v in alg.queue_draws.pending().items())
     assert not torch.equal(fresh_generator, ckpt["rsmatch_state"]["queue_generator"])
     opt, saved = state["detector_optimizer"]["state"], ckpt["detector_optimizer"]["state"]
     assert opt.keys() == saved.keys() and all(torch.equal(opt[p]["exp_avg"], saved[p]["exp_avg"]) for p in opt)
@@ -243,7 +265,8 @@ def test_trains_on_contaminated_digits_and_saves_a_plain_backbone(tmp_path):
 @pytest.mark.timeout(660)
 def test_two_process_gloo_ddp_keeps_detector_and_queue_in_sync(tmp_path):
     cfg = rsmatch_config(tmp_path, name="ddp", world_size=2, multiprocessing_distributed=True, batch_size=8,
-                         num_train_iter=4, num_eval_iter=4, queue_size=4, queue_min_fill=0, queue_min_score=0.0)
+                         num_train_iter=4, num_eval_iter=4, queue_size=4, queue_min_fill=0, queue_min_score=0.0,
+                         detector_calib_per_class=0)
     proc = subprocess.run([sys.executable, "-m", "rsmatch_usb.train", "--c", write_config(tmp_path, cfg)],
                           capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

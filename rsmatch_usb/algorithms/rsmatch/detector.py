@@ -54,15 +54,19 @@ class Detector:
         width: network widths are w, 2w, 4w.
         lr, weight_decay: the network's Adam.
         ema_m: EMA momentum of the scoring copy (0: score with the network's weights).
+        ema_warmup: use momentum ``min(ema_m, 1 - 1 / (t + 1))`` at step ``t``, so that early
+            scores follow the network (a plain average of its first steps) instead of lagging
+            ~1 / (1 - ema_m) steps behind while the queue is being filled.
         seed: initialises the network from a private stream; the global RNG is left as it was.
     """
 
-    def __init__(self, width=16, lr=1e-3, weight_decay=0.0, ema_m=0.99, seed=0, in_chans=3):
+    def __init__(self, width=16, lr=1e-3, weight_decay=0.0, ema_m=0.99, seed=0, in_chans=3, ema_warmup=False):
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)  # CPU only, as images.private_rng
             self.net = DetectorNet(width, in_chans)
         self.ema = copy.deepcopy(self.net).requires_grad_(False).eval()
         self.ema_m = ema_m
+        self.ema_warmup = ema_warmup
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr, weight_decay=weight_decay)
         # What the training step calls: the network, or its DDP wrapper (see distribute).
         self.trained = self.net
@@ -119,8 +123,13 @@ class Detector:
     @torch.no_grad()
     def update_ema(self, x):
         """Move the EMA weights toward the network's, then refresh its BatchNorm statistics on ``x``."""
+        m = self.ema_m
+        if self.ema_warmup:
+            # Steps taken so far, from Adam's own per-parameter count (saved with the optimizer).
+            steps = float(self.optimizer.state[next(self.net.parameters())].get("step", 1))
+            m = min(m, 1 - 1 / (steps + 1))
         for ema_p, p in zip(self.ema.parameters(), self.net.parameters()):
-            ema_p.mul_(self.ema_m).add_(p.detach(), alpha=1 - self.ema_m)
+            ema_p.mul_(m).add_(p.detach(), alpha=1 - m)
         self.ema.train()
         with torch.autocast(device_type=x.device.type, enabled=False):
             self.ema(x.float())

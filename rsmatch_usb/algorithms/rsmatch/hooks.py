@@ -29,6 +29,7 @@ class DetectorPlacementHook(Hook):
             algorithm.detector.distribute([device.index] if device.type == "cuda" else None)
 
     def after_run(self, algorithm):
+        algorithm.queue_draws.close()
         if algorithm.detector is None or not (algorithm.distributed and torch.distributed.is_initialized()):
             return
         # Every rank's value, on one line of rank 0 (as the train command does for the backbone).
@@ -91,7 +92,7 @@ class DetectorEvalHook(Hook):
         device = next(algorithm.model.parameters()).device
         scores = torch.cat([algorithm.detector.score(x.to(device)).cpu() for x in loader]).numpy()
         truth = flags[index]
-        judged = scores >= algorithm.detector_threshold
+        judged = scores >= algorithm.routing_threshold
         # On real images the share judged synthetic is the false-positive rate (clean data: all of it).
         out = {"eval/detector_fpr": float(judged[~truth].mean()) if (~truth).any() else 0.0}
         if truth.any() and not truth.all():

@@ -13,6 +13,7 @@ paper's; flexmatch, freematch, softmatch) picks the base. There is no
 official code; every unstated detail is our choice, documented in
 rsmatch-usb's docs/rsmatch.md and configurable below.
 """
+import time
 from inspect import signature
 
 import torch
@@ -31,7 +32,7 @@ from rsmatch_usb.heads import ExtraHeadsMixin
 from .csqueue import CSQueue
 from .detector import Detector, count_flops, count_params
 from .hooks import DetectorEvalHook, DetectorPlacementHook
-from .images import private_rng, read_image
+from .draws import QueueDraws
 
 # Offsets from args.seed for RSMatch's private RNG streams (the mixin's heads use +7919).
 _DETECTOR_SEED_OFFSET = 15485863
@@ -75,9 +76,16 @@ class RSMixin(ExtraHeadsMixin):
             raise UserError(f"dummy_pseudo_label: {args.dummy_pseudo_label!r} is not 'real' or 'dummy'")
         self.dummy_p_cutoff = args.p_cutoff
         self.detector_threshold = args.detector_threshold
+        self.calib_per_class = args.detector_calib_per_class
+        if self.calib_per_class < 0:
+            raise UserError(f"detector_calib_per_class: must be >= 0 (got {self.calib_per_class})")
         self.queue_min_fill = args.queue_min_fill
         self.queue_min_score = args.queue_min_score
         self.pu_pos_weight = args.pu_pos_weight
+        self.pu_mass = args.pu_mass
+        if self.pu_mass <= 0:
+            raise UserError(f"pu_mass: must be > 0 (got {self.pu_mass})")
+        self.detector_ulb_real = args.detector_ulb_real
         for key in ("queue_size", "queue_push_classes", "queue_push_per_class"):
             if getattr(args, key) < 1:
                 raise UserError(f"{key}: must be >= 1 (got {getattr(args, key)})")
@@ -90,15 +98,45 @@ class RSMixin(ExtraHeadsMixin):
         # Queue draws and their augmentations use this stream only, so the global
         # RNG (data order, augmentation) advances exactly as in the base.
         self.queue_generator = torch.Generator().manual_seed(args.seed + _QUEUE_SEED_OFFSET)
+        # Queue images are read and transformed in worker processes, one step ahead.
+        if args.queue_workers < 0:
+            raise UserError(f"queue_workers: must be >= 0 (got {args.queue_workers})")
+        self.queue_draws = QueueDraws(self.dataset_dict["train_ulb"], args.queue_workers)
+        self.queue_draw_s = 0.0  # training-thread time of this step's draw (logged)
         # False while the detector is bootstrapped; set once when every sub-queue is full enough.
         self.detector_trusted = False
         self.detector = None
+        # Labeled images held out of the detector's training; their latest scores calibrate it.
+        self.calib_index = self.calibration_index(self.dataset_dict["train_lb"].targets, self.calib_per_class)
+        self.calib_scores = torch.full((len(self.calib_index),), float("nan"))
         if self.use_detector:
             self.detector = Detector(args.detector_width, args.detector_lr, args.detector_wd, args.detector_ema_m,
-                                     seed=args.seed + _DETECTOR_SEED_OFFSET)
+                                     seed=args.seed + _DETECTOR_SEED_OFFSET, ema_warmup=args.detector_ema_warmup)
             self.log_detector_cost()
         # The inputs the base's train step takes (FreeMatch and SoftMatch take no idx_ulb).
         self._base_inputs = list(signature(super().train_step).parameters)
+
+    def calibration_index(self, targets, per_class):
+        """Labeled-set positions held out of the detector's training: the first ``per_class`` of each class."""
+        targets = torch.as_tensor(list(targets)).long()
+        held = [(targets == c).nonzero().flatten()[:per_class] for c in range(self.num_classes)]
+        return torch.cat(held).sort().values if held else torch.zeros(0, dtype=torch.long)
+
+    @property
+    def calibration_floor(self):
+        """The highest latest score of the held-out labeled images (-inf before any was scored).
+
+        A real image the detector never trained on scores above it about as
+        rarely as above the maximum of ``n`` exchangeable real scores, 1 / (n + 1),
+        whatever the detector has learnt to find.
+        """
+        seen = self.calib_scores[~self.calib_scores.isnan()]
+        return float(seen.max()) if len(seen) else float("-inf")
+
+    @property
+    def routing_threshold(self):
+        """The score at or above which a sample is judged synthetic: ``detector_threshold`` or the floor."""
+        return max(self.detector_threshold, self.calibration_floor)
 
     def build_extra_heads(self, num_features):
         # Built whatever the switches, so every RSMatch checkpoint has the same entries.
@@ -121,14 +159,16 @@ class RSMixin(ExtraHeadsMixin):
                       f"({det_flops / max(cls_flops, 1):.1%} of the classifier's {cls_flops:,})")
 
     # ------------------------------------------------------------------ train step
-    def train_step(self, x_lb, y_lb, idx_ulb, x_ulb_w, x_ulb_s):
+    def train_step(self, x_lb, y_lb, idx_ulb, x_ulb_w, x_ulb_s, idx_lb=None):
         inputs = dict(x_lb=x_lb, y_lb=y_lb, idx_ulb=idx_ulb, x_ulb_w=x_ulb_w, x_ulb_s=x_ulb_s)
         inputs = {k: v for k, v in inputs.items() if k in self._base_inputs}
         if not self.use_detector:
             return super().train_step(**inputs)
 
+        calib = self.update_calibration(x_lb, idx_lb)
         scores = self.detector.score(x_ulb_w)
-        judged_syn = (scores >= self.detector_threshold).float()
+        threshold = self.routing_threshold
+        judged_syn = (scores >= threshold).float()
         # Until the detector is trusted, every unlabeled sample is real.
         syn = judged_syn if self.detector_trusted else torch.zeros_like(judged_syn)
         self._routing = {"real": 1 - syn}
@@ -150,13 +190,15 @@ class RSMixin(ExtraHeadsMixin):
             extra = dict(syn_unsup_loss=syn_unsup_loss.item(), total_loss=out_dict["loss"].item())
         # The queue's pseudo-labels are the base's weak-view predictions.
         queue_labels = pseudo_label.argmax(dim=-1) if pseudo_label.dim() > 1 else pseudo_label
-        det_loss, det_acc = self.detector_step(x_lb, idx_ulb, x_ulb_w, queue_labels, scores)
+        det_loss, det_acc = self.detector_step(x_lb[~calib], idx_ulb, x_ulb_w, queue_labels, scores)
         log_dict = self.process_log_dict(log_dict, util_ratio=mask.float().mean().item(), **extra,
                                          detector_loss=det_loss, detector_acc=det_acc,
-                                         syn_ratio=judged_syn.mean().item(),
+                                         syn_ratio=judged_syn.mean().item(), routing_threshold=threshold,
                                          detector_trusted=float(self.detector_trusted),
                                          queue_fill_min=float(self.csqueue.fill.min()),
-                                         queue_fill_mean=self.csqueue.fill.float().mean().item())
+                                         queue_fill_mean=self.csqueue.fill.float().mean().item(),
+                                         queue_draw_ms=1000 * self.queue_draw_s)
+        self.queue_draw_s = 0.0
         return out_dict, log_dict
 
     def call_hook(self, fn_name, hook_name=None, *args, **kwargs):
@@ -172,6 +214,32 @@ class RSMixin(ExtraHeadsMixin):
         elif self._routing is not None and hook_name == "PseudoLabelingHook" and fn_name == "gen_ulb_targets":
             self._routing["pseudo_label"] = out
         return out
+
+    @torch.no_grad()
+    def update_calibration(self, x_lb, idx_lb):
+        """Score the held-out labeled images of this batch; returns the batch's held-out mask.
+
+        Under DDP each held-out image's score is the largest any rank gave it
+        this step (all-reduced), so every rank keeps the same threshold.
+        """
+        held = torch.zeros(x_lb.shape[0], dtype=torch.bool, device=x_lb.device)
+        if len(self.calib_index) == 0 or idx_lb is None:
+            return held
+        pos = torch.searchsorted(self.calib_index, idx_lb.cpu())
+        pos = pos.clamp(max=len(self.calib_index) - 1)
+        hit = self.calib_index[pos] == idx_lb.cpu()
+        held = hit.to(x_lb.device)
+        step = torch.full_like(self.calib_scores, -1.0)
+        if hit.any():
+            step[pos[hit]] = self.detector.score(x_lb[held]).float().cpu()
+        if self.distributed and dist.is_initialized() and dist.get_world_size() > 1:
+            device = next(self.model.parameters()).device
+            step_dev = step.to(device)
+            dist.all_reduce(step_dev, op=dist.ReduceOp.MAX)
+            step = step_dev.cpu()
+        seen = step >= 0
+        self.calib_scores[seen] = step[seen]
+        return held
 
     def dummy_head_loss(self, feats, pseudo_label, mask, syn):
         """The base's consistency loss on the dummy head, for the samples judged synthetic (``syn`` = 1).
@@ -193,32 +261,64 @@ class RSMixin(ExtraHeadsMixin):
 
     # ------------------------------------------------------------------ detector
     def detector_step(self, x_lb, idx_ulb, x_ulb_w, pseudo_ulb, scores):
-        """Update the queue, then step the detector; returns its (loss, accuracy)."""
-        self.csqueue.update(idx_ulb, pseudo_ulb, scores, min_score=self.queue_min_score)
+        """Update the queue, then step the detector; returns its (loss, accuracy).
+
+        ``x_lb`` are the labeled images the detector trains on as real (the
+        held-out ones removed). Samples scoring below ``queue_min_score`` or the
+        calibration floor do not enter the queue.
+        """
+        min_score = max(self.queue_min_score, self.calibration_floor)
+        self.csqueue.update(idx_ulb, pseudo_ulb, scores, min_score=min_score)
         if not self.detector_trusted and self.csqueue.min_fill >= self.queue_min_fill and len(self.csqueue):
             self.detector_trusted = True
             self.print_fn(f"RSMatch: every class sub-queue holds >= {self.queue_min_fill} images at iteration "
                           f"{self.it + 1}; the detector now routes unlabeled samples"
                           + (" and trains on the queue" if self.use_queue else ""))
 
+        draw_from_queue = self.use_queue and self.detector_trusted
+        if draw_from_queue and self.detector_ulb_real > 0:
+            # The unlabeled samples it is surest are real widen the real side beyond the few labeled images.
+            judged_real = (scores < self.routing_threshold).nonzero().flatten()
+            surest = judged_real[torch.argsort(scores[judged_real], stable=True)[:self.detector_ulb_real]]
+            x_lb = torch.cat((x_lb, x_ulb_w[surest.to(x_ulb_w.device)]))
         num_lb = x_lb.shape[0]
-        if self.use_queue and self.detector_trusted:
-            x_syn = self.draw_queued(num_lb).to(x_lb.device)
-            syn_weight = 1.0
+        if draw_from_queue:
+            # A fixed-size draw, weighted to the real side's mass (fewer real images when some are held out).
+            start = time.perf_counter()
+            x_syn = self.take_queued(self.args.batch_size).to(x_lb.device)
+            self.queue_draw_s = time.perf_counter() - start
+            syn_weight = num_lb / x_syn.shape[0]
         else:
-            # PU bootstrap: the unlabeled batch stands in for "synthetic"; by default it is
-            # weighted so that both sides carry equal mass, which puts the score of any image
-            # that is as frequent among labeled as among unlabeled data below 0.5.
+            # PU bootstrap: the unlabeled batch stands in for "synthetic", carrying pu_mass times
+            # the real side's mass. An image as frequent among labeled as among unlabeled data
+            # (a real one) then scores pu_mass * pi_real / (1 + pu_mass * pi_real), below the
+            # threshold with a margin even when nothing is synthetic (pi_real = 1).
             x_syn = x_ulb_w
-            syn_weight = self.pu_pos_weight if self.pu_pos_weight > 0 else num_lb / x_syn.shape[0]
+            syn_weight = self.pu_pos_weight if self.pu_pos_weight > 0 else self.pu_mass * num_lb / x_syn.shape[0]
         num_syn = x_syn.shape[0]
         device = x_lb.device
         target = torch.cat((torch.zeros(num_lb, device=device), torch.ones(num_syn, device=device)))
         weight = torch.cat((torch.ones(num_lb, device=device), torch.full((num_syn,), syn_weight, device=device)))
-        return self.detector.step(torch.cat((x_lb, x_syn)), target, weight)
+        out = self.detector.step(torch.cat((x_lb, x_syn)), target, weight)
+        if draw_from_queue:
+            start = time.perf_counter()
+            self.request_queued(self.args.batch_size)  # the next step's, read while it runs
+            self.queue_draw_s += time.perf_counter() - start
+        return out
 
-    def draw_queued(self, n):
-        """``n`` class-balanced queue images under the unlabeled set's weak transform.
+    def take_queued(self, n):
+        """This step's ``n`` queue images: the draw requested at the end of the previous step.
+
+        The first trusted step has none yet and draws now. Draws are therefore
+        made from the queue as it stood one step earlier, which lets a worker
+        read and transform them while this step's passes run.
+        """
+        if not self.queue_draws.has_request():
+            self.request_queued(n)
+        return self.queue_draws.take()
+
+    def request_queued(self, n):
+        """Draw ``n`` class-balanced queue indices and a seed for their augmentation; submit them.
 
         Every rank holds the same queue and generator state, draws ``n`` per
         rank for all ranks and keeps its own slice, so ranks see different images.
@@ -227,11 +327,8 @@ class RSMixin(ExtraHeadsMixin):
         if self.distributed and dist.is_initialized():
             world, rank = dist.get_world_size(), dist.get_rank()
         index, _ = self.csqueue.sample(n * world, generator=self.queue_generator)
-        index = index[rank * n:(rank + 1) * n]
         seed = int(torch.randint(2 ** 62, (1,), generator=self.queue_generator))
-        ulb = self.dataset_dict["train_ulb"]
-        with private_rng(seed):
-            return torch.stack([ulb.transform(read_image(ulb, i)) for i in index.tolist()])
+        self.queue_draws.request(index[rank * n:(rank + 1) * n], seed)
 
     # ------------------------------------------------------------------ checkpoints
     def get_save_dict(self):
@@ -240,7 +337,9 @@ class RSMixin(ExtraHeadsMixin):
             save_dict.update(self.detector.state_dict())
         save_dict["csqueue"] = self.csqueue.state_dict()
         save_dict["rsmatch_state"] = {"detector_trusted": torch.tensor(self.detector_trusted),
-                                      "queue_generator": self.queue_generator.get_state()}
+                                      "queue_generator": self.queue_generator.get_state(),
+                                      "calib_scores": self.calib_scores.clone(),
+                                      "queue_draw": self.queue_draws.pending()}
         return save_dict
 
     def load_model(self, load_path):
@@ -253,6 +352,8 @@ class RSMixin(ExtraHeadsMixin):
         state = checkpoint["rsmatch_state"]
         self.detector_trusted = bool(state["detector_trusted"])
         self.queue_generator.set_state(state["queue_generator"])
+        self.calib_scores.copy_(state["calib_scores"])
+        self.queue_draws.restore(state["queue_draw"])
         return checkpoint
 
     @classmethod
@@ -278,15 +379,24 @@ def rs_arguments():
                      "dummy head targets: 'real' head's or the 'dummy' head's own weak-view prediction"),
         SSL_Argument("--p_cutoff", float, 0.95,
                      "confidence threshold of pseudo-labels (FixMatch, FlexMatch; the dummy head's own targets)"),
-        SSL_Argument("--detector_threshold", float, 0.5, "score at or above which a sample is synthetic"),
+        SSL_Argument("--detector_threshold", float, 0.5,
+                     "score at or above which a sample is synthetic (raised by the calibration images' scores)"),
+        SSL_Argument("--detector_calib_per_class", int, 1,
+                     "labeled images per class held out of the detector's training to calibrate its threshold"),
         # detector
         SSL_Argument("--detector_width", int, 16, "detector widths are w, 2w, 4w"),
         SSL_Argument("--detector_lr", float, 1e-3, "detector Adam learning rate"),
         SSL_Argument("--detector_wd", float, 0.0, "detector Adam weight decay"),
         SSL_Argument("--detector_ema_m", float, 0.99,
                      "EMA momentum of the scoring copy of the detector (0: the detector itself)"),
+        SSL_Argument("--detector_ulb_real", int, 0,
+                     "once trusted, the detector also trains on this many lowest-scoring unlabeled samples as real"),
+        SSL_Argument("--detector_ema_warmup", str2bool, False,
+                     "EMA momentum min(detector_ema_m, 1 - 1/(t+1)) at detector step t: early scores follow the detector"),
+        SSL_Argument("--pu_mass", float, 1 / 3,
+                     "bootstrap mass of the unlabeled ('possibly synthetic') side relative to the labeled side"),
         SSL_Argument("--pu_pos_weight", float, 0.0,
-                     "bootstrap weight of unlabeled ('possibly synthetic') samples; 0: num_lb/num_ulb"),
+                     "bootstrap weight of each unlabeled sample, overriding pu_mass; 0: pu_mass * num_lb / num_ulb"),
         # CSQueue
         SSL_Argument("--queue_size", int, 128, "K: capacity of each class sub-queue"),
         SSL_Argument("--queue_push_classes", int, 5, "P: classes served per step"),
@@ -294,6 +404,8 @@ def rs_arguments():
         SSL_Argument("--queue_min_score", float, 0.5, "only samples scoring at least this are pushed"),
         SSL_Argument("--queue_min_fill", int, 16,
                      "bootstrap ends once every sub-queue holds this many images"),
+        SSL_Argument("--queue_workers", int, 1,
+                     "processes reading the next step's queue images ahead (0: read on the training thread)"),
         # analysis
         SSL_Argument("--detector_eval_samples", int, 4000,
                      "unlabeled images scored at each evaluation (0: all)"),
