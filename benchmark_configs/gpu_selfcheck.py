@@ -69,7 +69,7 @@ def run_config(opts, algorithm, device, amp, save_dir, save_name, iters, **overr
     if algorithm == "openmatch":  # its FixMatch part and inlier selection start within the run
         cfg.update(start_fix=iters // 2, select_interval=iters)
     if algorithm == "rsmatch":  # the queue-trained (steady-state) detector path starts within the run
-        cfg.update(queue_min_fill=2)
+        cfg.update(queue_min_fill=2, queue_min_score=0.0, detector_calib_per_class=0)
     cfg.update(overrides)
     return cfg
 
@@ -128,14 +128,14 @@ class StepRecorder:
         self.alg = alg
         alg.register_hook(StepStart(), "SelfCheckStepStart", "HIGHEST")
         alg.register_hook(StepEnd(), "SelfCheckStepEnd", "LOWEST")
-        if hasattr(alg, "detector_scores"):
-            scores = alg.detector_scores
+        if getattr(alg, "detector", None) is not None:  # RSMatch's Detector component
+            scores = alg.detector.score
 
             def recorded_scores(x):
                 out = scores(x)
                 self.score_dtypes.add(str(out.dtype).replace("torch.", ""))
                 return out
-            alg.detector_scores = recorded_scores
+            alg.detector.score = recorded_scores
         return alg
 
     def count_cuda_reseeds(self):

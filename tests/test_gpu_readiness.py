@@ -18,7 +18,8 @@ def test_training_never_reseeds_the_cuda_generators(tmp_path, monkeypatch):
     original = torch.cuda.manual_seed_all
     monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: (seeds.append(int(seed)), original(seed))[1])
     cfg = tiny_config(tmp_path, algorithm="rsmatch", seed=3, num_train_iter=4, num_eval_iter=4,
-                      queue_min_fill=1, queue_size=4, detector_width=4)
+                      queue_min_fill=1, queue_size=4, detector_width=4, queue_min_score=0.0,
+                      detector_calib_per_class=0)
     code, _ = run_train(tmp_path, cfg)
     assert code == 0
     # Only the run's own seeding (USB's main_worker) touches the CUDA generators.
@@ -57,9 +58,9 @@ def test_detector_scores_stay_fp32_under_autocast(tmp_path):
     alg = _build(tmp_path, tiny_config(tmp_path, algorithm="rsmatch", detector_width=4))
     x = torch.rand(6, 3, 16, 16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        scores = alg.detector_scores(x)
+        scores = alg.detector.score(x)
     assert scores.dtype == torch.float32
-    assert torch.allclose(scores, alg.detector_scores(x))
+    assert torch.allclose(scores, alg.detector.score(x))
 
 
 def test_a_run_turns_cudnn_autotuning_on_as_usb_does(tmp_path, monkeypatch):
