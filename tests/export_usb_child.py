@@ -119,6 +119,7 @@ config.update(clip_grad=0.0, imb_algorithm=None, include_lb_to_ulb=True, lb_imb_
 config.update(num_train_iter=4, epoch=1, num_eval_iter=2, num_log_iter=1, num_classes=2, num_labels=4,
               batch_size=4, uratio=2, eval_batch_size=16, img_size=16, num_workers=0, p_cutoff=0.0,
               detector_width=4, detector_threshold=0.0, queue_size=4, queue_min_fill=0, queue_min_score=0.0,
+              detector_calib_per_class=0,  # no calibration floor under the threshold of 0
               queue_push_classes=2, queue_push_per_class=4,
               multiprocessing_distributed=False, distributed=False, gpu=None, use_tensorboard=False,
               save_dir=save_dir, data_dir=save_dir, seed=0)
