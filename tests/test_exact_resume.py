@@ -16,7 +16,7 @@ ALGORITHMS = {
     "fixmatch": dict(algorithm="fixmatch"),
     # The queue fills from the first step, so the resumed part draws from it and its generator.
     "rsmatch": dict(algorithm="rsmatch", detector_width=4, synthetic_source="bundled", synthetic_ratio=1.0,
-                    queue_size=4, queue_min_fill=0, queue_min_score=0.0),
+                    queue_size=4, queue_min_fill=0, queue_min_score=0.0, detector_calib_per_class=0),
 }
 
 
