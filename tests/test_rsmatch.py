@@ -161,6 +161,8 @@ def test_without_detector_it_is_the_base_step_for_step(tmp_path, base, variant):
 
 
 # ---------------------------------------------------------------- clean data
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_on_clean_data_the_detector_routes_almost_nothing(tmp_path):
     # alpha 0: nothing synthetic to find. A small queue that fills fast, so that the bootstrap
     # ends early and the uncalibrated detector would route about a third of the batch (docs/rsmatch.md).
