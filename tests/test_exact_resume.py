@@ -60,6 +60,9 @@ def _kill_after_first_checkpoint(tmp_path, cfg):
 
 @pytest.mark.parametrize("num_workers", [0, 2])
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.timeout(900)
 def test_killed_and_resumed_run_ends_identical_to_an_uninterrupted_one(tmp_path, algorithm, num_workers):
     common = dict(num_workers=num_workers, **SCHEDULE, **ALGORITHMS[algorithm])
     code, straight_dir = run_train(tmp_path, tiny_config(tmp_path, name="straight", **common))
@@ -75,6 +78,7 @@ def test_killed_and_resumed_run_ends_identical_to_an_uninterrupted_one(tmp_path,
     assert assert_identical(straight, resumed) > 50
 
 
+@pytest.mark.slow
 def test_augmentations_do_not_depend_on_num_workers(tmp_path):
     final = {}
     for num_workers in (0, 2):
