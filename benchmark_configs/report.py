@@ -17,7 +17,8 @@ Reads each run's ``log.txt`` (``save_dir/save_name/log.txt``, as USB and
   one column per (labels, alpha), best of each column in bold; one table for
   best and one for final accuracy; paired differences to FixMatch (each
   method minus FixMatch at the same seed, label count and alpha, mean ± std
-  over seeds); the AUROC where logged, overall and per source;
+  over seeds); the contamination effect (each method at alpha > 0 minus itself
+  at alpha 0, same seed); the AUROC where logged, overall and per source;
 * ``acc_vs_alpha.png``: accuracy against alpha per algorithm.
 
 Accuracies are in percent (``--metric error`` reports error rates, lower is
@@ -348,12 +349,11 @@ def markdown_table(stats, dataset, lower_is_better, digits=2):
     return "\n".join(lines)
 
 
-def paired_differences(rows, key, transform, reference="fixmatch"):
-    """``{(label, dataset, num_labels, alpha): (mean, std, n)}`` of ``label - reference`` at equal seeds.
+def _paired(rows, key, transform, partner):
+    """``{(label, dataset, num_labels, alpha): (mean, std, n)}`` of run minus its partner run, over seeds.
 
-    Each difference pairs a run with the reference's run of the same seed,
-    label count and alpha (the same labeled split), so the split's large
-    seed-to-seed effect cancels; labels without a partner run are left out.
+    ``partner(label, dataset, num_labels, alpha, seed)`` names the run a run is
+    compared with (the same tuple layout), or None for runs left out.
     """
     values = {}
     for row in rows:
@@ -363,11 +363,30 @@ def paired_differences(rows, key, transform, reference="fixmatch"):
         values[(row["label"], row["dataset"], int(row["num_labels"]), float(row["alpha"]), _int(row["seed"]))] = \
             transform(value)
     groups = defaultdict(list)
-    for (label, dataset, num_labels, alpha, seed), value in values.items():
-        partner = values.get((reference, dataset, num_labels, alpha, seed))
-        if label != reference and partner is not None:
-            groups[(label, dataset, num_labels, alpha)].append(value - partner)
+    for run, value in values.items():
+        other = partner(*run)
+        if other is not None and other in values:
+            groups[run[:4]].append(value - values[other])
     return {k: mean_std(v) for k, v in groups.items()}
+
+
+def paired_differences(rows, key, transform, reference="fixmatch"):
+    """Each method minus ``reference`` at the same seed, label count and alpha (the same labeled split).
+
+    The split's large seed-to-seed effect cancels; labels without a partner run are left out.
+    """
+    return _paired(rows, key, transform,
+                   lambda label, dataset, n, alpha, seed: None if label == reference
+                   else (reference, dataset, n, alpha, seed))
+
+
+def contamination_effects(rows, key, transform):
+    """Each method at alpha > 0 minus the same method at alpha 0, same seed and label count.
+
+    What contamination does to a method, with the labeled split's effect cancelled.
+    """
+    return _paired(rows, key, transform,
+                   lambda label, dataset, n, alpha, seed: None if alpha == 0 else (label, dataset, n, 0.0, seed))
 
 
 def source_auroc_stats(rows):
@@ -418,6 +437,12 @@ def write_markdown(rows, path, metric, excluded):
                           "", table, "", "Cells: mean ± sample std over seeds of (method − FixMatch) in points, "
                           "each difference taken at the same seed, label count and alpha (the same labeled "
                           "split, so its seed-to-seed effect cancels).", ""]
+        table = markdown_table(contamination_effects(rows, "final_acc", transform), dataset, lower)
+        if table:
+            parts += [f"## {name}: final {'error' if lower else 'accuracy'}, contamination effect (α − α=0)",
+                      "", table, "", "Cells: mean ± sample std over seeds of (the method at α − the same method "
+                      "at α=0) in points, at the same seed and label count; negative accuracy differences "
+                      "mean contamination hurt.", ""]
         table = markdown_table({k: v for k, v in auroc.items()}, dataset, lower_is_better=False, digits=3)
         if table:
             parts += [f"## {name}: detector AUROC (synthetic vs real unlabeled, last evaluation)", "", table, ""]

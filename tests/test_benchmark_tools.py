@@ -322,6 +322,14 @@ def test_report_tables(fake_runs, tmp_path):
     assert "-5.00 (n=1)" in paired["rsmatch"]
     _, paired_best = _table(md, "digits (embedded): best accuracy, paired difference to FixMatch")
     assert paired_best["rsmatch_filter"].split(" | ")[1] == "**-1.00 ± 0.00**"
+    # Contamination effect: each method at alpha 1 minus itself at alpha 0, same seed (fixmatch: -20, -16,
+    # -21; rsmatch_filter: -9 each); the rsmatch run has no alpha-0 partner and is left out.
+    header, effect = _table(md, "digits (embedded): final accuracy, contamination effect (α − α=0)")
+    assert header == "| algorithm | 40 labels, α=1 |"
+    fix = [-20.0, -16.0, -21.0]
+    assert effect["fixmatch"] == f"| fixmatch | {_cell(statistics.fmean(fix), statistics.stdev(fix))} |"
+    assert effect["rsmatch_filter"] == "| rsmatch_filter | **-9.00 ± 0.00** |"
+    assert "rsmatch" not in effect
 
 
 def test_report_error_metric(fake_runs, tmp_path):
