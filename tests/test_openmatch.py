@@ -1,13 +1,17 @@
 """OpenMatch: its one-vs-all losses by hand, and a CPU run with inlier selection and resume."""
 import math
 import os
+import random
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import read_log, run_train, tiny_config
 
+from rsmatch_usb.algorithms.common import read_image
 from rsmatch_usb.algorithms.openmatch import OpenMatch
+from rsmatch_usb.algorithms.openmatch.openmatch import TwoWeakViews
 from rsmatch_usb.algorithms.openmatch.utils import (ova_entropy_loss, ova_inlier_probs, ova_loss,
                                                     ova_outlier_score, socr_loss)
 from rsmatch_usb.heads import unwrap
@@ -60,6 +64,35 @@ def test_outlier_score_reads_the_predicted_class():
     closed_logits = torch.tensor([[0.0, 5.0, 1.0]])
     score = ova_outlier_score(closed_logits, ova_logits([[L3, -L3, 0.0]]))
     assert torch.allclose(score, torch.tensor([0.75], dtype=torch.float64))
+
+
+def test_two_weak_views_decode_each_image_once_and_draw_as_before():
+    from data_tools.imageset import ImageSet
+    from data_tools.usb import RSSLDataset, build_transforms
+
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    images = ImageSet(pixels, np.arange(4) % 2, ["a", "b"], np.array([0, 1, 0, 1], dtype=bool))
+    weak, strong, _ = build_transforms(16, 0.875, (0.5,) * 3, (0.5,) * 3)
+    dataset = RSSLDataset("openmatch", images, 2, weak, True, strong)
+    decodes = []
+    load = images.load
+    images.load = lambda i: (decodes.append(i), load(i))[1]
+
+    def seeded(fn):  # the RNGs USB's transforms draw from (RandAugment's cutout uses numpy's)
+        random.seed(5)
+        np.random.seed(5)
+        torch.manual_seed(5)
+        return fn()
+
+    item = seeded(lambda: TwoWeakViews(dataset)[3])
+    assert decodes == [3]
+    # The same draws as reading the image twice (the former views): dataset item first, then a weak view.
+    expected = seeded(lambda: dict(dataset[3], x_ulb_w_2=dataset.transform(read_image(dataset, 3))))
+    assert item.keys() == expected.keys() and item["idx_ulb"] == 3 and item["is_synthetic_ulb"]
+    for key in ("x_ulb_w", "x_ulb_s", "x_ulb_w_2"):
+        assert torch.equal(item[key], expected[key]), key
+    assert not torch.equal(item["x_ulb_w"], item["x_ulb_w_2"])  # two independent weak draws
+    assert "__sample__" not in vars(dataset)  # the wrapped dataset is left as it was
 
 
 @pytest.mark.slow

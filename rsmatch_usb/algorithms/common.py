@@ -34,12 +34,20 @@ def at_eval_on_main_rank(hook, algorithm):
     return not (algorithm.distributed and algorithm.rank % algorithm.ngpus_per_node != 0)
 
 
-def read_image(dataset, index):
-    """Image ``index`` of a USB dataset, untransformed (as its ``__getitem__`` sees it)."""
-    img, _ = dataset.__sample__(index)
+def read_sample(dataset, index):
+    """``(image, target)`` of sample ``index`` of a USB dataset, the image read and decoded but untransformed.
+
+    The image is a PIL image, as the dataset's ``__getitem__`` hands it to its transforms.
+    """
+    img, target = dataset.__sample__(index)
     if isinstance(img, np.ndarray):
         img = Image.fromarray(img)
-    return img
+    return img, target
+
+
+def read_image(dataset, index):
+    """Image ``index`` of a USB dataset, untransformed (as its ``__getitem__`` sees it)."""
+    return read_sample(dataset, index)[0]
 
 
 class IndexedImages(Dataset):

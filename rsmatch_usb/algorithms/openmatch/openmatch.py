@@ -1,4 +1,6 @@
 """OpenMatch (Saito, Kim, Saenko, NeurIPS 2021) as a USB algorithm."""
+import copy
+
 import torch
 import torch.nn as nn
 from semilearn.algorithms.hooks import FixedThresholdingHook, PseudoLabelingHook
@@ -10,7 +12,7 @@ from torch.utils.data import Dataset
 
 from rsmatch_usb.heads import ExtraHeadsMixin
 
-from ..common import ExtraStateMixin, SyntheticAUROCHook, forward_all, read_image
+from ..common import ExtraStateMixin, SyntheticAUROCHook, forward_all, read_sample
 from .hooks import InlierSelectionHook
 from .utils import ova_entropy_loss, ova_loss, ova_outlier_score, socr_loss
 
@@ -20,7 +22,11 @@ class TwoWeakViews(Dataset):
 
     OpenMatch's entropy minimisation and soft consistency compare two weakly
     augmented views of each unlabeled image; USB datasets give one weak and one
-    strong view. Other attributes (``data``, ``transform``...) are the dataset's.
+    strong view. Each image is read and decoded once: the dataset's own
+    ``__getitem__`` (its views and extra keys) runs on the decoded image, and
+    the second weak view is drawn from it after them, so the random draws are
+    those of reading the image twice. Other attributes (``data``,
+    ``transform``...) are the dataset's.
     """
 
     def __init__(self, dataset):
@@ -35,8 +41,14 @@ class TwoWeakViews(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, idx):
-        item = self.dataset[idx]
-        item["x_ulb_w_2"] = self.dataset.transform(read_image(self.dataset, idx))
+        image, target = read_sample(self.dataset, idx)
+        # A shallow copy whose __sample__ hands back the decoded image: the
+        # dataset's __getitem__ runs unchanged, and the dataset itself (also
+        # read by the selection's scoring) is never modified.
+        decoded = copy.copy(self.dataset)
+        decoded.__sample__ = lambda _: (image, target)
+        item = decoded[idx]
+        item["x_ulb_w_2"] = self.dataset.transform(image)
         return item
 
 
