@@ -50,13 +50,18 @@ STAMP_RE = re.compile(_STAMP)
 # Evaluation lines have a comma after "iteration"; log-only lines do not.
 EVAL_RE = re.compile(_STAMP + r"(?P<it>\d+) iteration, USE_EMA: \w+, (?P<body>.*?) ?"
                      r"BEST_EVAL_ACC: (?P<best>[-+\w.]+), at (?P<best_it>\d+) iters")
-ITER_RE = re.compile(_STAMP + r"(?P<it>\d+) iteration")
+ITER_RE = re.compile(_STAMP + r"(?P<it>\d+) iteration(?:,? USE_EMA: \w+, (?P<body>.*))?")
+# RSMatch's line when its bootstrap ends and the detector starts routing.
+TRUSTED_RE = re.compile(r"RSMatch: every class sub-queue holds >= \d+ images at iteration (?P<it>\d+)")
+# Train-line values of the last logged step that show what RSMatch's detector did (empty for other algorithms).
+ROUTING_KEYS = {"routed_share": "train/syn_ratio", "routing_threshold": "train/routing_threshold",
+                "queue_fill_min": "train/queue_fill_min"}
 RESULT_RE = re.compile(r"Model result - (?P<key>\S+) : (?P<value>\S+)")
 RUN_START = "Use device:"   # the train command's first log line of each (re)start
 ARGS_MARK = "Arguments: Namespace("
 
 CSV_FIELDS = ["label", "algorithm", "dataset", "num_labels", "alpha", "seed", "best_acc", "best_it", "final_acc",
-              "final_it", "detector_auroc", "auroc_key", "auroc_by_source", "iterations", "num_train_iter", "finished",
+              "final_it", "detector_auroc", "auroc_key", "auroc_by_source", "trusted_it", *ROUTING_KEYS, "iterations", "num_train_iter", "finished",
               "wall_time_s", "save_name", "run_dir"]
 # The runner's committed results file: a runs.csv row without the machine-local folder, with the machine.
 RESULT_FIELDS = [f for f in CSV_FIELDS if f != "run_dir"] + ["machine", "recorded"]
@@ -122,8 +127,8 @@ def parse_log(path):
     checkpoint, so later lines win for an iteration; wall time is summed over
     the (re)starts so the time between an interruption and the resume is not counted.
     """
-    config, evals, results = {}, {}, {}
-    max_it = 0
+    config, evals, results, train = {}, {}, {}, {}
+    max_it, trusted_it = 0, None
     segments = []  # [first timestamp, last timestamp] per (re)start
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
@@ -144,17 +149,24 @@ def parse_log(path):
                 values["BEST_EVAL_ACC"] = _number(m.group("best"))
                 values["best_it"] = int(m.group("best_it"))
                 evals[it] = values
+                train = values
                 max_it = max(max_it, it)
                 continue
             m = ITER_RE.match(line)
             if m:
                 max_it = max(max_it, int(m.group("it")))
+                train = parse_eval_body(m.group("body") or "")
+                continue
+            m = TRUSTED_RE.search(line)
+            if m:
+                trusted_it = int(m.group("it"))
                 continue
             m = RESULT_RE.search(line)
             if m:
                 results[m.group("key")] = _number(m.group("value"))
     wall = sum((end - start).total_seconds() for start, end in segments)
-    return {"config": config, "evals": evals, "results": results, "iterations": max_it, "wall_time_s": wall}
+    return {"config": config, "evals": evals, "results": results, "iterations": max_it, "wall_time_s": wall,
+            "train": train, "trusted_it": trusted_it}
 
 
 _KNOWN_DATASETS = sorted({d.name for fam in generate.FAMILIES.values() for d in fam.datasets} | set(DATASET_NAMES),
@@ -210,6 +222,8 @@ def run_record(run_dir):
         "detector_auroc": last[auroc_keys[0]] if auroc_keys else math.nan,
         "auroc_key": auroc_keys[0] if auroc_keys else "",
         "auroc_by_source": format_by_source(by_source),
+        "trusted_it": parsed["trusted_it"],
+        **{field: parsed["train"].get(key, math.nan) for field, key in ROUTING_KEYS.items()},
         "iterations": parsed["iterations"],
         "num_train_iter": cfg.get("num_train_iter", ""),
         "finished": finished,
@@ -242,9 +256,9 @@ def read_results(path):
     out = []
     for row in rows:
         row = dict(row)
-        for key in ("best_acc", "final_acc", "detector_auroc", "wall_time_s", "alpha"):
+        for key in ("best_acc", "final_acc", "detector_auroc", "wall_time_s", "alpha", *ROUTING_KEYS):
             row[key] = _number(row.get(key) or "nan")
-        for key in ("num_labels", "seed", "iterations", "num_train_iter", "best_it", "final_it"):
+        for key in ("num_labels", "seed", "iterations", "num_train_iter", "best_it", "final_it", "trusted_it"):
             row[key] = _int(row.get(key), row.get(key))
         row["finished"] = str(row.get("finished")).strip() == "True"
         out.append(row)
@@ -399,6 +413,43 @@ def source_auroc_stats(rows):
     return out
 
 
+def routing_table(rows, dataset):
+    """RSMatch's routing at the last logged step, per label and (labels, alpha): a markdown table or "".
+
+    A cell: how many runs ended their bootstrap (trusted) out of how many, then
+    the means over runs of the share of the unlabeled batch routed to the dummy
+    head, the routing threshold (raised by the calibration floor) and the size
+    of the least-filled class sub-queue (the bootstrap ends when it reaches ``queue_min_fill``).
+    """
+    groups = defaultdict(list)
+    for row in rows:
+        if row["dataset"] == dataset and not _isnan(row.get("routing_threshold")) and _int(row["num_labels"]) >= 0:
+            groups[(row["label"], int(row["num_labels"]), float(row["alpha"]))].append(row)
+    if not groups:
+        return ""
+    cols = sorted({k[1:] for k in groups})
+    labels = _label_order({k[0] for k in groups})
+    lines = ["| algorithm | " + " | ".join(f"{n} labels, α={generate.alpha_tag(a)}" for n, a in cols) + " |",
+             "|" + " --- |" * (len(cols) + 1)]
+    for lab in labels:
+        cells = []
+        for col in cols:
+            runs = groups.get((lab,) + col)
+            if not runs:
+                cells.append("–")
+                continue
+            trusted = sum(_int(r.get("trusted_it")) >= 0 for r in runs)
+            mean = lambda key: statistics.fmean(float(r[key]) for r in runs)  # noqa: E731
+            cells.append(f"trusted {trusted}/{len(runs)}; routed {mean('routed_share'):.2f}; "
+                         f"threshold {mean('routing_threshold'):.3f}; min fill {mean('queue_fill_min'):.1f}")
+        lines.append(f"| {lab} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _isnan(value):
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+
+
 def write_csv(rows, path):
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
@@ -446,6 +497,13 @@ def write_markdown(rows, path, metric, excluded):
         table = markdown_table({k: v for k, v in auroc.items()}, dataset, lower_is_better=False, digits=3)
         if table:
             parts += [f"## {name}: detector AUROC (synthetic vs real unlabeled, last evaluation)", "", table, ""]
+        table = routing_table(rows, dataset)
+        if table:
+            parts += [f"## {name}: RSMatch routing at the last logged step", "", table, "",
+                      "Cells: runs whose detector was trusted (bootstrap ended: every class sub-queue held "
+                      "`queue_min_fill` images) out of the runs; then means over runs of the share of the "
+                      "unlabeled batch routed to the dummy head, the routing threshold (`detector_threshold` "
+                      "raised by the calibration floor) and the least-filled class sub-queue's size.", ""]
         for source, stats in source_auroc_stats(rows).items():
             table = markdown_table(stats, dataset, lower_is_better=False, digits=3)
             if table:

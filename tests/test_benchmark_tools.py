@@ -332,6 +332,31 @@ def test_report_tables(fake_runs, tmp_path):
     assert "rsmatch" not in effect
 
 
+def test_report_rsmatch_routing(tmp_path):
+    """Trust iteration and the last logged step's routing values reach runs.csv and the routing table."""
+    root = tmp_path / "runs"
+    routing = {0: ("0.3000", "0.6000", "8.0000"), 1: ("0.0000", "0.9980", "3.0000")}
+    for seed, (share, threshold, fill) in routing.items():
+        args = run_args("rsmatch", 1.0, seed, benchmark_label="rsmatch")
+        folder = root / args["save_name"]
+        extra = {"train/syn_ratio": float(share), "train/routing_threshold": float(threshold),
+                 "train/queue_fill_min": float(fill)}
+        end = write_log(str(folder), args, [(100, 0.5, {}), (300, 0.6, extra)], result=0.6)
+        if seed == 0:
+            with open(folder / "log.txt", "a") as f:
+                f.write(_line(end, "RSMatch: every class sub-queue holds >= 8 images at iteration 150; "
+                                   "the detector now routes unlabeled samples"))
+    out = tmp_path / "report"
+    assert report.main(["--runs", str(root), "--out", str(out)]) == 0
+    rows = {int(r["seed"]): r for r in _csv_rows(out / "runs.csv")}
+    assert rows[0]["trusted_it"] == "150" and rows[1]["trusted_it"] == ""
+    assert (float(rows[0]["routed_share"]), float(rows[1]["routing_threshold"]), float(rows[1]["queue_fill_min"])) \
+        == (0.3, 0.998, 3.0)
+    md = (out / "tables.md").read_text()
+    _, table = _table(md, "digits (embedded): RSMatch routing at the last logged step")
+    assert table["rsmatch"] == "| rsmatch | trusted 1/2; routed 0.15; threshold 0.799; min fill 5.5 |"
+
+
 def test_report_error_metric(fake_runs, tmp_path):
     out = tmp_path / "report"
     report.main(["--runs", str(fake_runs), "--out", str(out), "--metric", "error", "--include-unfinished"])
