@@ -20,7 +20,8 @@ With a results file (``--results FILE``; a grid with a committed one, such as
 ``fashion``, uses ``docs/results/<grid>/results.csv`` by default) a run it
 records (same ``save_name`` and ``num_train_iter``) is finished too, and the
 runner appends each finished run's result there (the report's row, the machine
-and the time), also for runs it finds finished on disk, so a grid that spans
+and the time), also for runs it finds finished on disk, and keeps each such
+run's ``log.txt`` under ``logs/<save_name>/`` beside the file, so a grid that spans
 machines and sessions continues where the last one stopped once the file is
 committed.
 
@@ -40,6 +41,7 @@ import os
 import platform
 import queue
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -202,8 +204,28 @@ class Results:
         except report.InputError as exc:
             raise InputError(str(exc)) from None
 
+    @property
+    def log_dir(self):
+        """Where finished runs' logs are kept beside the file: ``<its folder>/logs/<save_name>/log.txt``.
+
+        The report reads them (``--runs``) for what the file's row does not hold;
+        committed with the file, they are the evidence behind every table.
+        """
+        return os.path.join(os.path.dirname(os.path.abspath(self.path)), "logs")
+
+    def keep_log(self, run):
+        """Copy ``run``'s log beside the file unless a copy is there; True when copied."""
+        source = os.path.join(run.folder, "log.txt")
+        target = os.path.join(self.log_dir, run.save_name, "log.txt")
+        if os.path.isfile(target) or not os.path.isfile(source):
+            return False
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(source, target + ".tmp")
+        os.replace(target + ".tmp", target)
+        return True
+
     def record(self, run):
-        """Add ``run``'s result, read from its log; False when the log has no final result."""
+        """Add ``run``'s result, read from its log, and keep the log; False when the log has no final result."""
         if not log_has_result(run.folder):
             return False
         row = report.run_record(run.folder)
@@ -223,6 +245,7 @@ class Results:
                     writer.writerow({k: "" if isinstance(r.get(k), float) and r[k] != r[k] else r.get(k, "")
                                      for k in report.RESULT_FIELDS})
             os.replace(temp, self.path)  # a reader never sees a half-written file
+            self.keep_log(run)
         return True
 
 
@@ -474,6 +497,10 @@ def main(argv=None, out=sys.stdout):
         late = [r for r in runs if r.status == "finished" and record_file.record(r)]
         if late:
             print(f"recorded {len(late)} finished run(s) in {record_file.path}", file=out, flush=True)
+        # Runs recorded before logs were kept: their logs too, where this machine has them.
+        for run in runs:
+            if run.status in ("finished", "recorded"):
+                record_file.keep_log(run)
     if args.dry_run:
         for run in runs:
             state = {"finished": "finished ", "recorded": "recorded ", "resume": f"resume@{run.done_iters}",

@@ -526,6 +526,11 @@ def test_runner_records_results_and_skips_recorded_runs(run_states, tmp_path, mo
     assert set(rows) == {"done_log", "interrupted"}
     assert float(rows["interrupted"]["best_acc"]) == pytest.approx(0.7) and rows["interrupted"]["machine"]
     assert rows["interrupted"]["num_train_iter"] == "300" and list(rows["done_log"]) == report.RESULT_FIELDS
+    # Each recorded run's log is kept beside the file, for the report and as evidence.
+    for name in ("done_log", "interrupted"):
+        kept = results.parent / "logs" / name / "log.txt"
+        assert kept.read_text() == (save_dir / name / "log.txt").read_text()
+    assert not (results.parent / "logs" / "new").exists()
     # A fresh machine: no run folders at all, only the committed results file.
     launch = LoggingLaunch()
     monkeypatch.setattr(run.Runner, "launch", launch)
