@@ -19,7 +19,8 @@ import multiprocessing
 
 import torch
 
-from .images import private_rng, read_image
+from ..common import read_image
+from .images import private_rng
 
 # The dataset a worker process reads from (inherited at fork, set by _init_worker).
 _worker_dataset = None

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from rsmatch_usb.fingerprints import fingerprint, log_fingerprint
 from rsmatch_usb.origin import auroc_by_source, unlabeled_origin
 
-from .images import IndexedImages
+from ..common import IndexedImages, at_eval_on_main_rank
 
 
 class DetectorPlacementHook(Hook):
@@ -60,11 +60,7 @@ class DetectorEvalHook(Hook):
         self._subset = None
 
     def after_train_step(self, algorithm):
-        if algorithm.detector is None:
-            return
-        if not (self.every_n_iters(algorithm, algorithm.num_eval_iter) or self.is_last_iter(algorithm)):
-            return
-        if algorithm.distributed and algorithm.rank % algorithm.ngpus_per_node != 0:
+        if algorithm.detector is None or not at_eval_on_main_rank(self, algorithm):
             return
         origin = unlabeled_origin(algorithm)
         if origin is None or len(origin[0]) == 0:

@@ -1,11 +1,9 @@
-"""Reading unlabeled images by index, for the queue's draws and the detector's evaluation."""
+"""A private RNG stream for the queue's augmentations (the image views are in ``algorithms.common``)."""
 import contextlib
 import random
 
 import numpy as np
 import torch
-
-from ..common import IndexedImages, read_image  # noqa: F401  (re-exported: shared with the other algorithms)
 
 
 @contextlib.contextmanager

@@ -29,6 +29,7 @@ from semilearn.core.utils import ALGORITHMS
 from rsmatch_usb.errors import UserError
 from rsmatch_usb.heads import ExtraHeadsMixin
 
+from ..common import ExtraStateMixin
 from .csqueue import CSQueue
 from .detector import Detector, count_flops, count_params
 from .hooks import DetectorEvalHook, DetectorPlacementHook
@@ -39,7 +40,7 @@ _DETECTOR_SEED_OFFSET = 15485863
 _QUEUE_SEED_OFFSET = 104729
 
 
-class RSMixin(ExtraHeadsMixin):
+class RSMixin(ExtraStateMixin, ExtraHeadsMixin):
     """Adds RSMatch's detector, CSQueue and dummy head to a USB algorithm; mix in before the base.
 
     Each train step (1) scores the weak views of the unlabeled batch with the
@@ -331,19 +332,16 @@ class RSMixin(ExtraHeadsMixin):
         self.queue_draws.request(index[rank * n:(rank + 1) * n], seed)
 
     # ------------------------------------------------------------------ checkpoints
-    def get_save_dict(self):
-        save_dict = super().get_save_dict()
-        if self.detector is not None:
-            save_dict.update(self.detector.state_dict())
-        save_dict["csqueue"] = self.csqueue.state_dict()
-        save_dict["rsmatch_state"] = {"detector_trusted": torch.tensor(self.detector_trusted),
-                                      "queue_generator": self.queue_generator.get_state(),
-                                      "calib_scores": self.calib_scores.clone(),
-                                      "queue_draw": self.queue_draws.pending()}
-        return save_dict
+    def extra_state(self):
+        state = dict(self.detector.state_dict()) if self.detector is not None else {}
+        state["csqueue"] = self.csqueue.state_dict()
+        state["rsmatch_state"] = {"detector_trusted": torch.tensor(self.detector_trusted),
+                                  "queue_generator": self.queue_generator.get_state(),
+                                  "calib_scores": self.calib_scores.clone(),
+                                  "queue_draw": self.queue_draws.pending()}
+        return state
 
-    def load_model(self, load_path):
-        checkpoint = super().load_model(load_path)
+    def load_extra_state(self, checkpoint):
         if self.detector is not None:
             # On the backbone's device first, so the optimizer state is loaded onto it too.
             self.detector.to(next(self.model.parameters()).device)
@@ -354,7 +352,6 @@ class RSMixin(ExtraHeadsMixin):
         self.queue_generator.set_state(state["queue_generator"])
         self.calib_scores.copy_(state["calib_scores"])
         self.queue_draws.restore(state["queue_draw"])
-        return checkpoint
 
     @classmethod
     def get_argument(cls):
