@@ -56,14 +56,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from benchmark_configs import generate, report
 from data_tools.config_files import load_yaml
 from data_tools.errors import UserError, command_name
+from data_tools.run_folder import CHECKPOINTS, log_has_result
 
 REPO = os.path.dirname(generate.HERE)
 
-# Also in rsmatch_usb.run_folder, which the train command uses; repeated here so
-# that the runner loads semilearn only when there is a checkpoint to read.
-RESULT_LINE = "Model result - eval/best_acc"
-# A run folder's checkpoints, newest first: USB saves model_best.pth at or before latest_model.pth.
-CHECKPOINTS = ("latest_model.pth", "model_best.pth")
 
 
 class InputError(UserError):
@@ -102,14 +98,6 @@ class Run:
 def read_config(path):
     """The YAML mapping of a config file, read by the train command's loader."""
     return load_yaml(path)
-
-
-def log_has_result(folder):
-    try:
-        with open(os.path.join(folder, "log.txt"), encoding="utf-8", errors="replace") as f:
-            return any(RESULT_LINE in line for line in f)
-    except OSError:
-        return False
 
 
 def inspect(run, recorded=None):

@@ -19,12 +19,13 @@ import warnings
 
 import numpy as np
 import torch
+from data_tools import run_folder
 
 from .config import get_config
 from .errors import UserError, report
 from .fingerprints import fingerprint, log_fingerprint
 from .nets import get_net_builder
-from . import checkpoint, run_folder, runtime
+from . import checkpoint, runtime
 
 
 # Write errors of the disk under save_dir, which no check before the run can rule out.

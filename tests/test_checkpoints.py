@@ -175,7 +175,7 @@ def test_runner_falls_back_to_model_best_when_latest_is_unreadable(tmp_path):
 # ---------------------------------------------------------------- run folders
 HOLD_LOCK = """
 import sys, time
-from rsmatch_usb.run_folder import locked
+from data_tools.run_folder import locked
 with locked(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(600)

@@ -20,13 +20,39 @@ print(json.dumps({"labels": s.labels.tolist(),
 """
 
 
-def test_reading_a_synthetic_source_imports_neither_semilearn_nor_the_algorithms(tmp_path):
+INSPECT_RUNS = """
+import json, os, sys
+from benchmark_configs import run
+from data_tools.run_folder import RESULT_LINE
+done, fresh = os.path.join(sys.argv[1], "done"), os.path.join(sys.argv[1], "fresh")
+os.makedirs(done)
+with open(os.path.join(done, "log.txt"), "w") as f:
+    f.write("[info] " + RESULT_LINE + ": 0.5\\n")
+status = [run.inspect(run.Run("c.yaml", sys.argv[1], name, 10)).status for name in ("done", "fresh")]
+print(json.dumps({"status": status,
+                  "loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("semilearn", "rsmatch_usb"))}))
+"""
+
+
+def _run_script(script, tmp_path, *argv):
+    """The JSON that ``script`` prints last, run in a fresh interpreter (nothing imported beforehand)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
-    done = subprocess.run([sys.executable, "-c", READ_NPZ, str(tmp_path / "s.npz")], capture_output=True,
+    done = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True,
                           text=True, env=env, cwd=str(tmp_path), timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_reading_a_synthetic_source_imports_neither_semilearn_nor_the_algorithms(tmp_path):
+    found = _run_script(READ_NPZ, tmp_path, str(tmp_path / "s.npz"))
     assert found["labels"] == [0, 1, 1]
+    assert found["loaded"] == []
+
+
+def test_the_runner_reads_run_folders_without_semilearn_or_the_algorithms(tmp_path):
+    """The runner shares the train command's finished-run rule (data_tools.run_folder), not its imports."""
+    found = _run_script(INSPECT_RUNS, tmp_path, str(tmp_path))
+    assert found["status"] == ["finished", "new"]
     assert found["loaded"] == []
 
 

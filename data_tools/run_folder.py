@@ -1,7 +1,9 @@
 """A run folder (``save_dir/save_name``): what makes it finished, and the lock a writing run holds.
 
 Used by the train command (one writer per folder, no silent retraining over a
-finished run) and by the grid runner (which runs are finished).
+finished run) and by the grid runner (which runs are finished). Like
+:mod:`data_tools.config_files` it imports nothing of the project but the
+errors, so the runner reads run folders without loading semilearn.
 """
 import contextlib
 import fcntl
