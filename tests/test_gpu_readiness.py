@@ -285,3 +285,45 @@ def test_openmatch_keeps_unlabeled_indices_on_the_cpu(tmp_path, monkeypatch):
                               x_ulb_w=torch.zeros(2, 3, 16, 16), x_ulb_w_2=torch.zeros(2, 3, 16, 16),
                               x_ulb_s=torch.zeros(2, 3, 16, 16))
     assert batch["idx_ulb"] is idx and batch["x_lb"] is not None
+
+
+def test_rsmatch_keeps_its_bookkeeping_indices_on_the_cpu(tmp_path, monkeypatch):
+    # A fake device: the CPU runtime's Tensor.cuda returns a copy marked as moved. The queue
+    # and the calibration index CPU tensors with the sample indices; a device copy of them
+    # would come back to the CPU with a sync each step. FlexMatch, the base, indexes its own
+    # device tensor with idx_ulb, so it still gets the device copy, as in USB.
+    from semilearn.algorithms.flexmatch.utils import FlexMatchThresholdingHook
+
+    from rsmatch_usb import runtime
+    from rsmatch_usb.algorithms.rsmatch.csqueue import CSQueue
+    from rsmatch_usb.algorithms.rsmatch.rsmatch import RSMixin
+
+    def to_fake_device(self, *args, **kwargs):
+        moved = self.clone()
+        moved.on_device = True
+        return moved
+
+    monkeypatch.setattr(runtime, "_tensor_to_cpu", to_fake_device)
+    seen = {"queue": [], "calibration": [], "base": []}
+
+    def spy(owner, name, key, position):
+        original = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            seen[key].append(kwargs[position] if isinstance(position, str) else args[position])
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, wrapper)
+
+    spy(CSQueue, "update", "queue", 1)
+    spy(RSMixin, "update_calibration", "calibration", 2)
+    spy(FlexMatchThresholdingHook, "masking", "base", "idx_ulb")
+    cfg = tiny_config(tmp_path, algorithm="rsmatch", base_algorithm="flexmatch", detector_width=4,
+                      synthetic_source="bundled", synthetic_ratio=1.0, queue_workers=0, detector_eval_samples=64)
+    code, _ = run_train(tmp_path, cfg)
+    assert code == 0
+    assert len(seen["queue"]) == len(seen["calibration"]) == len(seen["base"]) == cfg["num_train_iter"]
+    for key in ("queue", "calibration"):
+        assert all(t.device.type == "cpu" and not hasattr(t, "on_device") for t in seen[key]), key
+    assert all(getattr(t, "on_device", False) for t in seen["base"])
+    assert all(torch.equal(a, b) for a, b in zip(seen["queue"], seen["base"]))

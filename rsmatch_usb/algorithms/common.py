@@ -1,9 +1,12 @@
 """What the plugin's algorithms share: the labeled/unlabeled forward, dataset views, the eval-time guard,
-the synthetic-AUROC hook and the load of an algorithm's extra checkpoint state.
+the synthetic-AUROC hook, the load of an algorithm's extra checkpoint state and the
+train-step inputs that stay on the CPU.
 
 Plain helpers on semilearn's ``AlgorithmBase`` and ``Hook``, so that no
 algorithm imports another's folder.
 """
+from inspect import signature
+
 import numpy as np
 import torch
 from PIL import Image
@@ -161,3 +164,23 @@ class ExtraStateMixin:
         checkpoint = super().load_model(load_path)
         self.load_extra_state(checkpoint)
         return checkpoint
+
+
+class CPUInputsMixin:
+    """Mix into an AlgorithmBase subclass to keep the train-step inputs named in ``cpu_inputs`` on the CPU.
+
+    USB's ``process_batch`` sends every input to the GPU. Sample indices that
+    only index CPU bookkeeping (a selection mask, a queue, held-out positions)
+    would then have to come back with a device-to-host copy, which waits for
+    the GPU's queued work each step; these stay as the loader gave them.
+    """
+
+    cpu_inputs = ()
+
+    def process_batch(self, input_args=None, **kwargs):
+        kept = {name: kwargs.pop(name) for name in self.cpu_inputs if kwargs.get(name) is not None}
+        batch = super().process_batch(input_args, **kwargs)
+        if input_args is None:
+            input_args = signature(self.train_step).parameters
+        batch.update({name: value for name, value in kept.items() if name in input_args})
+        return batch

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from rsmatch_usb.heads import ExtraHeadsMixin
 
-from ..common import ExtraStateMixin, SyntheticAUROCHook, forward_all, read_sample
+from ..common import CPUInputsMixin, ExtraStateMixin, SyntheticAUROCHook, forward_all, read_sample
 from .hooks import InlierSelectionHook
 from .utils import ova_entropy_loss, ova_loss, ova_outlier_score, socr_loss
 
@@ -60,7 +60,7 @@ def ova_head(num_features, num_classes):
 
 
 @ALGORITHMS.register("openmatch")
-class OpenMatch(ExtraStateMixin, ExtraHeadsMixin, AlgorithmBase):
+class OpenMatch(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin, AlgorithmBase):
     """OpenMatch: FixMatch on the unlabeled samples that a one-vs-all detector accepts as inliers.
 
     Per step: cross-entropy and the OVA loss (own class + hardest negative) on
@@ -77,6 +77,9 @@ class OpenMatch(ExtraStateMixin, ExtraHeadsMixin, AlgorithmBase):
     of a second loader over the selected subset; selection scores with the
     online network rather than the EMA one; the labeled batch has one view.
     """
+
+    # The indices only index the inlier mask, which lives on the CPU.
+    cpu_inputs = ("idx_ulb",)
 
     def __init__(self, args, net_builder, tb_log=None, logger=None):
         super().__init__(args, net_builder, tb_log, logger)
@@ -115,13 +118,6 @@ class OpenMatch(ExtraStateMixin, ExtraHeadsMixin, AlgorithmBase):
 
     def outlier_score(self, logits, head_outputs):
         return ova_outlier_score(logits, head_outputs["ova"])
-
-    def process_batch(self, input_args=None, **kwargs):
-        batch = super().process_batch(input_args, **kwargs)
-        if "idx_ulb" in batch:
-            # It only indexes the inlier mask, which lives on the CPU: no trip to the GPU and back.
-            batch["idx_ulb"] = kwargs["idx_ulb"]
-        return batch
 
     def train_step(self, x_lb, y_lb, idx_ulb, x_ulb_w, x_ulb_w_2, x_ulb_s):
         num_lb, num_ulb = y_lb.shape[0], x_ulb_w.shape[0]

@@ -124,7 +124,7 @@ class CSQueue:
         torch.distributed is initialised, every rank's candidates are gathered
         (in rank order) first, so all ranks push the same items and stay identical.
         """
-        indices, labels, scores = _gather(group, indices.long(), labels.long(), scores.float())
+        indices, labels, scores = _gather(group, indices, labels, scores)
         pushed = 0
         for cls, pos in self.select(labels, scores, min_score):
             for index in indices[pos].tolist():
@@ -150,14 +150,19 @@ class CSQueue:
         return self.queue[classes, slots], classes
 
 
-def _gather(group, *tensors):
-    """Concatenate each tensor over the ranks (rank order), on CPU; identity when not distributed."""
+def _gather(group, indices, labels, scores):
+    """Every rank's (indices, labels, scores) concatenated in rank order, as CPU (long, long, float) tensors.
+
+    Not distributed, the tensors are only brought to the CPU (the indices
+    usually are already there). Distributed, one all_gather of (index, label,
+    score) rows on the scores' device, which NCCL needs: float64 holds every
+    index below 2^53, every label and every float32 score exactly.
+    """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
-        return tuple(t.detach().cpu() for t in tensors)
-    out = []
-    for t in tensors:
-        t = t.detach().contiguous()
-        parts = [torch.empty_like(t) for _ in range(dist.get_world_size(group))]
-        dist.all_gather(parts, t, group=group)
-        out.append(torch.cat(parts).cpu())
-    return tuple(out)
+        return indices.detach().long().cpu(), labels.detach().long().cpu(), scores.detach().float().cpu()
+    device = scores.device
+    rows = torch.stack([t.detach().to(device, torch.float64) for t in (indices, labels, scores)], dim=1)
+    parts = [torch.empty_like(rows) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, rows.contiguous(), group=group)
+    rows = torch.cat(parts).cpu()
+    return rows[:, 0].long(), rows[:, 1].long(), rows[:, 2].float()

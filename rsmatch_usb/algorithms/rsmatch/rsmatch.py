@@ -29,7 +29,7 @@ from semilearn.core.utils import ALGORITHMS
 from rsmatch_usb.errors import UserError
 from rsmatch_usb.heads import ExtraHeadsMixin
 
-from ..common import ExtraStateMixin
+from ..common import CPUInputsMixin, ExtraStateMixin
 from .csqueue import CSQueue
 from .detector import Detector, count_flops, count_params
 from .hooks import DetectorEvalHook, DetectorPlacementHook
@@ -40,7 +40,7 @@ _DETECTOR_SEED_OFFSET = 15485863
 _QUEUE_SEED_OFFSET = 104729
 
 
-class RSMixin(ExtraStateMixin, ExtraHeadsMixin):
+class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
     """Adds RSMatch's detector, CSQueue and dummy head to a USB algorithm; mix in before the base.
 
     Each train step (1) scores the weak views of the unlabeled batch with the
@@ -62,6 +62,8 @@ class RSMixin(ExtraStateMixin, ExtraHeadsMixin):
 
     # Set only during the base's train step: {"real": 1 - syn, "mask": ..., "pseudo_label": ...}.
     _routing = None
+    # The queue and the calibration use the sample indices on the CPU; the base gets its own device copy.
+    cpu_inputs = ("idx_ulb", "idx_lb")
 
     def __init__(self, args, net_builder, tb_log=None, logger=None):
         super().__init__(args, net_builder, tb_log, logger)
@@ -163,6 +165,9 @@ class RSMixin(ExtraStateMixin, ExtraHeadsMixin):
     def train_step(self, x_lb, y_lb, idx_ulb, x_ulb_w, x_ulb_s, idx_lb=None):
         inputs = dict(x_lb=x_lb, y_lb=y_lb, idx_ulb=idx_ulb, x_ulb_w=x_ulb_w, x_ulb_s=x_ulb_s)
         inputs = {k: v for k, v in inputs.items() if k in self._base_inputs}
+        if "idx_ulb" in inputs:
+            # Where USB's process_batch puts it: FlexMatch indexes a device tensor with it.
+            inputs["idx_ulb"] = idx_ulb.cuda(self.gpu)
         if not self.use_detector:
             return super().train_step(**inputs)
 
@@ -226,9 +231,10 @@ class RSMixin(ExtraStateMixin, ExtraHeadsMixin):
         held = torch.zeros(x_lb.shape[0], dtype=torch.bool, device=x_lb.device)
         if len(self.calib_index) == 0 or idx_lb is None:
             return held
-        pos = torch.searchsorted(self.calib_index, idx_lb.cpu())
+        idx_lb = idx_lb.cpu()  # a no-op: process_batch leaves it on the CPU
+        pos = torch.searchsorted(self.calib_index, idx_lb)
         pos = pos.clamp(max=len(self.calib_index) - 1)
-        hit = self.calib_index[pos] == idx_lb.cpu()
+        hit = self.calib_index[pos] == idx_lb
         held = hit.to(x_lb.device)
         step = torch.full_like(self.calib_scores, -1.0)
         if hit.any():
