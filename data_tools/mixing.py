@@ -25,7 +25,8 @@ The rules, all applied here:
   data's transforms, so they reach the network with the real images' size and
   channels.
 * The drawn synthetic images that are files are checked with PIL before
-  training, so a broken file stops the run up front, by name.
+  training, so a broken file stops the run up front, by name (the train
+  command checks them once per node, not in every DDP rank).
 * Several sources (``synthetic_source`` a list, optionally weighted): the
   total is split over the sources in proportion to their weights (largest
   remainders, ties to the earlier source), and each class's count over the
@@ -51,10 +52,6 @@ from .synthetic import SourceEntry, read_synthetic_source, resolve_source, sourc
 
 # Seed-sequence streams: which classes get the remainder, each class's draw, each source's draws.
 _REMAINDER_STREAM, _CLASS_STREAM, _SOURCE_STREAM = 0, 1, 2
-
-# Paths verified in this process, with (mtime, size): the train command builds
-# the datasets twice (a dry run, then the run), and verifying is the slow part.
-_VERIFIED = {}
 
 
 def synthetic_settings(args, dataset=None):
@@ -190,8 +187,12 @@ def _path_order(image_set):
     return np.arange(len(image_set), dtype=np.int64)
 
 
+class UnreadableImageError(UserError):
+    """A synthetic image file that PIL cannot parse (see :func:`verify_images`)."""
+
+
 def verify_images(image_set):
-    """Check every file of a lazily-read set with PIL's ``verify()``; a bad file is a UserError naming it.
+    """Check every file of a lazily-read set with PIL's ``verify()``; a bad file is an UnreadableImageError.
 
     ``verify`` parses the file without decoding the pixels: cheap enough for
     the synthetic share of a dataset, it catches missing, non-image and most
@@ -201,24 +202,19 @@ def verify_images(image_set):
         return
     for path in image_set.images:
         try:
-            stat = os.stat(path)
-            key = (stat.st_mtime_ns, stat.st_size)
-            if _VERIFIED.get(path) == key:
-                continue
             with Image.open(path) as img:
                 img.verify()
         except Exception as exc:  # PIL raises many types for broken files
-            raise UserError(f"synthetic_source: image {path} is unreadable or corrupt "
-                            f"({type(exc).__name__}: {exc}); remove or replace it") from None
-        _VERIFIED[path] = key
+            raise UnreadableImageError(f"synthetic_source: image {path} is unreadable or corrupt "
+                                       f"({type(exc).__name__}: {exc}); remove or replace it") from None
 
 
-def contaminate(ulb, synthetic, ratio, seed, names=None, weights=None):
+def contaminate(ulb, synthetic, ratio, seed, names=None, weights=None, verify=True):
     """``ulb`` (all real) followed by ``round(ratio * len(ulb))`` class-balanced synthetic images.
 
     ``synthetic`` is one ImageSet or a list of them (one per source, with
     their ids ``names`` and ``weights``); the drawn images of each source come
-    in the list's order.
+    in the list's order. ``verify``: check the drawn files with :func:`verify_images`.
     """
     total, num_classes = synthetic_total(len(ulb), ratio), len(ulb.class_names)
     sets = [synthetic] if isinstance(synthetic, ImageSet) else list(synthetic)
@@ -242,18 +238,23 @@ def contaminate(ulb, synthetic, ratio, seed, names=None, weights=None):
             # A source's stream is keyed by its id, so reordering the list does not change its images.
             stream = (_SOURCE_STREAM, zlib.crc32(name.encode("utf-8")))
             drawn.append(source.subset(draw(source, row, seed, stream)).with_source(name))
-    for part in drawn:
+    for part in drawn if verify else ():
         verify_images(part)
     return ImageSet.concat(ulb, *drawn)
 
 
 def mix_unlabeled(args, dataset, ulb):
-    """The unlabeled set the config asks for: ``ulb`` itself, or ``ulb`` contaminated at ratio alpha."""
+    """The unlabeled set the config asks for: ``ulb`` itself, or ``ulb`` contaminated at ratio alpha.
+
+    The drawn synthetic files are verified unless ``args.verify_synthetic_files``
+    is False (the train command's DDP ranks whose node has verified them already).
+    """
     sources, ratio, seed = synthetic_settings(args, dataset)
     if sources is None:
         return ulb
     sets = [read_synthetic_source(e.spec, dataset, ulb.class_names, ulb.class_ids) for e in sources]
     names = [e.name for e in sources]
+    verify = getattr(args, "verify_synthetic_files", True)
     if len(sources) == 1:
-        return contaminate(ulb, sets[0], ratio, seed, names)
-    return contaminate(ulb, sets, ratio, seed, names, [e.weight for e in sources])
+        return contaminate(ulb, sets[0], ratio, seed, names, verify=verify)
+    return contaminate(ulb, sets, ratio, seed, names, [e.weight for e in sources], verify=verify)

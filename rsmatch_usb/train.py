@@ -46,7 +46,7 @@ def _seed_everything(seed):
 
 def prepare(args):
     """Validate ``args`` and fix up device-dependent keys, before anything is written."""
-    from data_tools import usb as usb_data
+    from data_tools import mixing, usb as usb_data
 
     args.device = runtime.resolve_device(args.device, gpu_request=gpu_request(args))
     get_net_builder(args.net, args.net_from_name)
@@ -75,9 +75,50 @@ def prepare(args):
     # run folder is touched (the workers build their own copy).
     runtime.activate(args.device)
     _seed_everything(args.seed)
-    usb_data.get_dataset(args, args.algorithm, args.dataset, args.num_labels, args.num_classes,
-                         args.data_dir, args.include_lb_to_ulb)
+    args.verify_synthetic_files = verifies_synthetic_files(args)
+    try:
+        usb_data.get_dataset(args, args.algorithm, args.dataset, args.num_labels, args.num_classes,
+                             args.data_dir, args.include_lb_to_ulb)
+    except mixing.UnreadableImageError as exc:
+        if not has_independent_ranks(args):
+            raise
+        # The other ranks skipped the check and will wait for this one: every rank stops with it
+        # once the process group is up.
+        args.start_error = str(exc)
+    # The run's own dataset builds (this process's, its workers') do not read the files again.
+    args.verify_synthetic_files = False
     return args
+
+
+def verifies_synthetic_files(args):
+    """Whether this process reads the synthetic files (PIL ``verify``) before the run: once per node.
+
+    The process that launches the run does (it spawns the workers under
+    ``multiprocessing_distributed``); under torchrun or hand-started ranks,
+    each node's main rank (USB's ``rank % GPUs per node == 0``) does, so a
+    node that holds its own copy of the data checks it too.
+    """
+    return args.multiprocessing_distributed or args.rank % args.procs_per_node == 0
+
+
+def has_independent_ranks(args):
+    """Whether the run has ranks this process did not start (torchrun, hand-started ranks, other nodes).
+
+    They do not learn of an error this process raises before the process group is up.
+    """
+    return args.distributed and (not args.multiprocessing_distributed or args.world_size > args.procs_per_node)
+
+
+def stop_on_start_error(args):
+    """Raise, on every rank, the UserError a rank deferred in :func:`prepare` (call once the group is up)."""
+    import torch.distributed as dist
+
+    errors = [None] * dist.get_world_size()
+    dist.all_gather_object(errors, getattr(args, "start_error", None))
+    first = next((error for error in errors if error), None)
+    if first:
+        dist.destroy_process_group()
+        raise UserError(first)
 
 
 def check_writable_folder(path):
@@ -340,8 +381,12 @@ def _main_worker(local_rank, procs_per_node, args, folder_locked):
 
     if args.distributed:
         args.rank = worker_rank(args, local_rank or 0)
+        if args.gpu is not None:
+            torch.cuda.set_device(args.gpu)  # NCCL's collectives below run on this rank's GPU
         dist.init_process_group(backend=args.dist_backend, init_method=args.dist_url,
                                 world_size=args.world_size, rank=args.rank)
+        if has_independent_ranks(args):
+            stop_on_start_error(args)
 
     save_path = os.path.join(args.save_dir, args.save_name)
     is_main = args.rank % procs_per_node == 0

@@ -327,3 +327,70 @@ def test_rsmatch_keeps_its_bookkeeping_indices_on_the_cpu(tmp_path, monkeypatch)
         assert all(t.device.type == "cpu" and not hasattr(t, "on_device") for t in seen[key]), key
     assert all(getattr(t, "on_device", False) for t in seen["base"])
     assert all(torch.equal(a, b) for a, b in zip(seen["queue"], seen["base"]))
+
+
+# ---------------------------------------------------------------- synthetic files verified once per node (item 11)
+def _corrupt_synthetic_tree(root):
+    """Two PNGs per digit class, one of them (3/1.png) corrupt; a ratio of 0.0149 draws them all."""
+    import numpy as np
+    from PIL import Image
+
+    for c in range(10):
+        os.makedirs(root / str(c))
+        for i in range(2):
+            Image.fromarray(np.full((8, 8), 20 * i, dtype=np.uint8)).save(root / str(c) / f"{i}.png")
+    (root / "3" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4)
+    return dict(synthetic_source=str(root), synthetic_ratio=0.0149)
+
+
+def test_only_a_nodes_main_process_reads_the_synthetic_files(tmp_path, monkeypatch):
+    from data_tools import mixing, usb as usb_data
+    from rsmatch_usb import train
+    from rsmatch_usb.config import get_config
+    from rsmatch_usb.errors import UserError
+
+    verified = []
+    verify_images = mixing.verify_images
+    monkeypatch.setattr(mixing, "verify_images", lambda images: (verified.append(len(images)), verify_images(images))[1])
+    data = _corrupt_synthetic_tree(tmp_path / "synth")
+
+    def prepare(name, **launch):
+        cfg = tiny_config(tmp_path, name=name, dist_url="tcp://127.0.0.1:29999", **data, **launch)
+        return train.prepare(get_config(["--c", write_config(tmp_path, cfg, f"{name}.yaml")]))
+
+    # Rank 1 of two hand-started ranks on one node: rank 0 checks the files, rank 1 reads none.
+    args = prepare("rank1", world_size=2, rank=1)
+    assert verified == [] and getattr(args, "start_error", None) is None
+    # Rank 0 finds the bad file; the other rank waits for it, so the error stops both once the group is up.
+    args = prepare("rank0", world_size=2, rank=0)
+    assert verified and "3/1.png is unreadable or corrupt" in args.start_error
+    # The launcher of spawned workers checks before it spawns them: the one error line, exit 2.
+    with pytest.raises(UserError, match="1.png is unreadable or corrupt"):
+        prepare("spawn", world_size=2, multiprocessing_distributed=True)
+    # The run's own dataset builds (each worker's) do not read the files again.
+    verified.clear()
+    usb_data.get_dataset(args, args.algorithm, args.dataset, args.num_labels, args.num_classes, args.data_dir)
+    assert verified == []
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(660)
+def test_hand_started_ranks_all_stop_on_the_bad_file_their_main_rank_found(tmp_path):
+    import socket
+
+    data = _corrupt_synthetic_tree(tmp_path / "synth")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in (0, 1):
+        cfg = tiny_config(tmp_path, name="ranks", world_size=2, rank=rank, dist_url=f"tcp://127.0.0.1:{port}", **data)
+        procs.append(subprocess.Popen([sys.executable, "-m", "rsmatch_usb.train", "--c",
+                                       write_config(tmp_path, cfg, f"rank{rank}.yaml")],
+                                      stderr=subprocess.PIPE, text=True, cwd=REPO))
+    errors = [proc.communicate(timeout=600)[1] for proc in procs]
+    for proc, stderr in zip(procs, errors):
+        lines = _error_lines(stderr)
+        assert proc.returncode == 2 and len(lines) == 1, stderr[-3000:]
+        assert lines[0].startswith("rsmatch-train: error: synthetic_source: image ") and "1.png" in lines[0]
+    assert not os.path.exists(cfg["save_dir"])
