@@ -54,7 +54,7 @@ ITER_RE = re.compile(_STAMP + r"(?P<it>\d+) iteration(?:,? USE_EMA: \w+, (?P<bod
 # RSMatch's line when its bootstrap ends and the detector starts routing.
 TRUSTED_RE = re.compile(r"RSMatch: every class sub-queue holds >= \d+ images at iteration (?P<it>\d+)")
 # Train-line values of the last logged step that show what RSMatch's detector did (empty for other algorithms).
-ROUTING_KEYS = {"routed_share": "train/syn_ratio", "routing_threshold": "train/routing_threshold",
+ROUTING_KEYS = {"judged_share": "train/syn_ratio", "routing_threshold": "train/routing_threshold",
                 "queue_fill_min": "train/queue_fill_min"}
 RESULT_RE = re.compile(r"Model result - (?P<key>\S+) : (?P<value>\S+)")
 RUN_START = "Use device:"   # the train command's first log line of each (re)start
@@ -417,8 +417,8 @@ def routing_table(rows, dataset):
     """RSMatch's routing at the last logged step, per label and (labels, alpha): a markdown table or "".
 
     A cell: how many runs ended their bootstrap (trusted) out of how many, then
-    the means over runs of the share of the unlabeled batch routed to the dummy
-    head, the routing threshold (raised by the calibration floor) and the size
+    the means over runs of the share of the unlabeled batch judged synthetic
+    (routed to the dummy head once trusted, before that routed nowhere), the routing threshold (raised by the calibration floor) and the size
     of the least-filled class sub-queue (the bootstrap ends when it reaches ``queue_min_fill``).
     """
     groups = defaultdict(list)
@@ -440,7 +440,7 @@ def routing_table(rows, dataset):
                 continue
             trusted = sum(_int(r.get("trusted_it")) >= 0 for r in runs)
             mean = lambda key: statistics.fmean(float(r[key]) for r in runs)  # noqa: E731
-            cells.append(f"trusted {trusted}/{len(runs)}; routed {mean('routed_share'):.2f}; "
+            cells.append(f"trusted {trusted}/{len(runs)}; judged synthetic {mean('judged_share'):.2f}; "
                          f"threshold {mean('routing_threshold'):.3f}; min fill {mean('queue_fill_min'):.1f}")
         lines.append(f"| {lab} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -502,8 +502,9 @@ def write_markdown(rows, path, metric, excluded):
             parts += [f"## {name}: RSMatch routing at the last logged step", "", table, "",
                       "Cells: runs whose detector was trusted (bootstrap ended: every class sub-queue held "
                       "`queue_min_fill` images) out of the runs; then means over runs of the share of the "
-                      "unlabeled batch routed to the dummy head, the routing threshold (`detector_threshold` "
-                      "raised by the calibration floor) and the least-filled class sub-queue's size.", ""]
+                      "unlabeled batch judged synthetic (routed to the dummy head only once trusted), the "
+                      "routing threshold (`detector_threshold` raised by the calibration floor) and the "
+                      "least-filled class sub-queue's size.", ""]
         for source, stats in source_auroc_stats(rows).items():
             table = markdown_table(stats, dataset, lower_is_better=False, digits=3)
             if table:

@@ -350,11 +350,11 @@ def test_report_rsmatch_routing(tmp_path):
     assert report.main(["--runs", str(root), "--out", str(out)]) == 0
     rows = {int(r["seed"]): r for r in _csv_rows(out / "runs.csv")}
     assert rows[0]["trusted_it"] == "150" and rows[1]["trusted_it"] == ""
-    assert (float(rows[0]["routed_share"]), float(rows[1]["routing_threshold"]), float(rows[1]["queue_fill_min"])) \
+    assert (float(rows[0]["judged_share"]), float(rows[1]["routing_threshold"]), float(rows[1]["queue_fill_min"])) \
         == (0.3, 0.998, 3.0)
     md = (out / "tables.md").read_text()
     _, table = _table(md, "digits (embedded): RSMatch routing at the last logged step")
-    assert table["rsmatch"] == "| rsmatch | trusted 1/2; routed 0.15; threshold 0.799; min fill 5.5 |"
+    assert table["rsmatch"] == "| rsmatch | trusted 1/2; judged synthetic 0.15; threshold 0.799; min fill 5.5 |"
 
 
 def test_report_error_metric(fake_runs, tmp_path):
