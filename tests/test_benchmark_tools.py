@@ -45,12 +45,12 @@ def test_grid_is_complete():
 
 
 def test_fashion_grid_keys():
-    """The fashion grid: the digits grid's CPU setup at 32x32, 10k real unlabeled, three mixed generators;
+    """The fashion grid: the digits grid's CPU setup at 16x16, 10k real unlabeled, three mixed generators;
     RSMatch's settings are the digits grid's (chosen on digits, never tuned on fashion)."""
     specs = {(s.label, s.alpha, s.seed): s.config for s in generate.family_specs("fashion")}
     digits = {(s.label, s.alpha, s.seed): s.config for s in generate.family_specs("embedded")}
     for (label, alpha, seed), cfg in specs.items():
-        assert (cfg["net"], cfg["img_size"], cfg["ulb_num_labels"], cfg["num_labels"]) == ("resnet_tiny", 32, 10000, 40)
+        assert (cfg["net"], cfg["img_size"], cfg["ulb_num_labels"], cfg["num_labels"]) == ("resnet_tiny", 16, 10000, 40)
         assert cfg["synthetic_source"] == ["bundled:fashion_ddim25", "bundled:fashion_dpmsolver4", "bundled:fashion_cgan"]
         assert cfg["num_train_iter"] == generate.FASHION_ITERATIONS and cfg["save_dir"] == "./saved_models/fashion_grid"
         if label.startswith("rsmatch"):
