@@ -61,7 +61,8 @@ RUN_START = "Use device:"   # the train command's first log line of each (re)sta
 ARGS_MARK = "Arguments: Namespace("
 
 CSV_FIELDS = ["label", "algorithm", "dataset", "num_labels", "alpha", "seed", "best_acc", "best_it", "final_acc",
-              "final_it", "detector_auroc", "auroc_key", "auroc_by_source", "trusted_it", *ROUTING_KEYS, "iterations", "num_train_iter", "finished",
+              "final_it", "detector_auroc", "auroc_key", "auroc_by_source", "trusted_it", *ROUTING_KEYS,
+              "iterations", "num_train_iter", "finished",
               "wall_time_s", "save_name", "run_dir"]
 # The runner's committed results file: a runs.csv row without the machine-local folder, with the machine.
 RESULT_FIELDS = [f for f in CSV_FIELDS if f != "run_dir"] + ["machine", "recorded"]
@@ -418,8 +419,9 @@ def routing_table(rows, dataset):
 
     A cell: how many runs ended their bootstrap (trusted) out of how many, then
     the means over runs of the share of the unlabeled batch judged synthetic
-    (routed to the dummy head once trusted, before that routed nowhere), the routing threshold (raised by the calibration floor) and the size
-    of the least-filled class sub-queue (the bootstrap ends when it reaches ``queue_min_fill``).
+    (routed to the dummy head once trusted, before that routed nowhere), the
+    routing threshold (raised by the calibration floor) and the size of the
+    least-filled class sub-queue (the bootstrap ends when it reaches ``queue_min_fill``).
     """
     groups = defaultdict(list)
     for row in rows:
