@@ -52,7 +52,9 @@ EVAL_RE = re.compile(_STAMP + r"(?P<it>\d+) iteration, USE_EMA: \w+, (?P<body>.*
                      r"BEST_EVAL_ACC: (?P<best>[-+\w.]+), at (?P<best_it>\d+) iters")
 ITER_RE = re.compile(_STAMP + r"(?P<it>\d+) iteration(?:,? USE_EMA: \w+, (?P<body>.*))?")
 # RSMatch's line when its bootstrap ends and the detector starts routing.
-TRUSTED_RE = re.compile(r"RSMatch: every class sub-queue holds >= \d+ images at iteration (?P<it>\d+)")
+# Older logs say "every class sub-queue holds", newer ones "K of C class sub-queues hold".
+TRUSTED_RE = re.compile(r"RSMatch: (?:every class sub-queue holds|\d+ of \d+ class sub-queues hold) >= \d+ images "
+                        r"at iteration (?P<it>\d+)")
 # Train-line values of the last logged step that show what RSMatch's detector did (empty for other algorithms).
 ROUTING_KEYS = {"judged_share": "train/syn_ratio", "routing_threshold": "train/routing_threshold",
                 "queue_fill_min": "train/queue_fill_min"}

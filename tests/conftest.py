@@ -1,7 +1,9 @@
 """Shared helpers: tiny configs on the embedded digits and an in-process train command."""
+import argparse
 import os
 import sys
 
+import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,3 +69,21 @@ def _restore_runtime():
     from rsmatch_usb import runtime
 
     runtime.deactivate()
+
+
+def digits_args(**overrides):
+    """The data arguments ``data_tools.usb.build_datasets`` reads, for 40-label digits (no synthetic images)."""
+    values = dict(dataset="digits", num_labels=40, num_classes=10, seed=0, img_size=16, crop_ratio=0.875,
+                  include_lb_to_ulb=True, ulb_num_labels=None, lb_imb_ratio=1, ulb_imb_ratio=1,
+                  synthetic_source="bundled", synthetic_ratio=0.0, synthetic_seed=None, data_dir="./data")
+    values.update(overrides)
+    return argparse.Namespace(**values)
+
+
+def build_datasets(args, algorithm="fixmatch"):
+    """(labeled, unlabeled, eval) datasets as rsmatch-train builds them, seeded as it seeds."""
+    from data_tools import usb
+
+    np.random.seed(args.seed)
+    return usb.build_datasets(args, algorithm, args.dataset, args.num_labels, args.num_classes,
+                              args.data_dir, args.include_lb_to_ulb)

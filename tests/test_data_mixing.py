@@ -1,26 +1,12 @@
 """Composition of RS-SSL datasets: counts, balance, separation of splits, seeding, flags."""
-import argparse
 
 import numpy as np
 import pytest
 from semilearn.datasets.utils import split_ssl_data
 
+from conftest import build_datasets as build, digits_args
 from data_tools import mixing, usb
 from data_tools.sources import load_digits_source
-
-
-def digits_args(**overrides):
-    values = dict(dataset="digits", num_labels=40, num_classes=10, seed=0, img_size=16, crop_ratio=0.875,
-                  include_lb_to_ulb=True, ulb_num_labels=None, lb_imb_ratio=1, ulb_imb_ratio=1,
-                  synthetic_source="bundled", synthetic_ratio=0.0, synthetic_seed=None, data_dir="./data")
-    values.update(overrides)
-    return argparse.Namespace(**values)
-
-
-def build(args, algorithm="fixmatch"):
-    np.random.seed(args.seed)  # as rsmatch-train seeds before building
-    return usb.build_datasets(args, algorithm, args.dataset, args.num_labels, args.num_classes,
-                              args.data_dir, args.include_lb_to_ulb)
 
 
 def image_keys(image_set):

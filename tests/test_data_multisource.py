@@ -1,12 +1,11 @@
 """Several synthetic sources in one unlabeled set: counts per source and class, seeding, ids, AUROC per source."""
-import argparse
 import hashlib
 import os
 
 import numpy as np
 import pytest
 
-from conftest import read_log, run_train, tiny_config
+from conftest import build_datasets, digits_args, read_log, run_train, tiny_config
 from data_tools import inspect as data_inspect
 from data_tools import mixing, synthetic, usb
 from rsmatch_usb.errors import UserError
@@ -30,18 +29,13 @@ def sources(tmp_path):
             for name, marker in (("ddim", 201), ("fewstep", 202), ("cgan", 203))}
 
 
-def digits_args(**overrides):
-    values = dict(dataset="digits", num_labels=40, num_classes=10, seed=0, img_size=16, crop_ratio=0.875,
-                  include_lb_to_ulb=True, ulb_num_labels=None, lb_imb_ratio=1, ulb_imb_ratio=1,
-                  synthetic_source="bundled", synthetic_ratio=1.0, synthetic_seed=None, data_dir="./data")
-    values.update(overrides)
-    return argparse.Namespace(**values)
+def contaminated_args(**overrides):
+    """Digits data arguments with as many synthetic images as real unlabeled ones, unless overridden."""
+    return digits_args(**{"synthetic_ratio": 1.0, **overrides})
 
 
 def build(args):
-    np.random.seed(args.seed)
-    return usb.build_datasets(args, "fixmatch", args.dataset, args.num_labels, args.num_classes,
-                              args.data_dir, args.include_lb_to_ulb)[1]
+    return build_datasets(args)[1]
 
 
 def weighted(sources, weights=(1, 1, 2)):
@@ -49,7 +43,7 @@ def weighted(sources, weights=(1, 1, 2)):
 
 
 def test_exact_counts_per_source_and_class(sources):
-    ulb = build(digits_args(synthetic_source=weighted(sources)))
+    ulb = build(contaminated_args(synthetic_source=weighted(sources)))
     n_real = int((~ulb.is_synthetic).sum())
     total = mixing.synthetic_total(n_real, 1.0)
     assert ulb.source_names == ["real", "ddim", "fewstep", "cgan"]
@@ -82,18 +76,18 @@ def test_counts_always_exact():
 
 
 def test_deterministic_and_seeded(sources):
-    args = digits_args(synthetic_source=list(sources.values()), synthetic_ratio=0.5)
+    args = contaminated_args(synthetic_source=list(sources.values()), synthetic_ratio=0.5)
 
     def synthetic_keys(ulb):
         return [(ulb.images[i].tobytes(), int(ulb.source[i])) for i in np.flatnonzero(ulb.is_synthetic)]
 
     first = synthetic_keys(build(args))
     assert first == synthetic_keys(build(args))
-    assert first != synthetic_keys(build(digits_args(synthetic_source=list(sources.values()), synthetic_ratio=0.5,
+    assert first != synthetic_keys(build(contaminated_args(synthetic_source=list(sources.values()), synthetic_ratio=0.5,
                                                      synthetic_seed=7)))
     # A source's draw depends on its id, not on its place in the list: reordering moves at most the
     # remainders between sources, so per class one order's images of a source extend the other's.
-    original, reordered = build(args), build(digits_args(synthetic_source=list(reversed(sources.values())),
+    original, reordered = build(args), build(contaminated_args(synthetic_source=list(reversed(sources.values())),
                                                          synthetic_ratio=0.5))
     for name in sources:
         for c in range(10):
@@ -108,7 +102,7 @@ def test_deterministic_and_seeded(sources):
 def test_single_source_unchanged(bundled_digits, seed, ratio, count, digest, form):
     """One source, in any form, draws the images the single-source code drew (digests recorded before)."""
     spec = {"string": "bundled", "list": ["bundled"], "weighted list": [{"source": "bundled", "weight": 3}]}[form]
-    ulb = build(digits_args(seed=seed, synthetic_ratio=ratio, synthetic_source=spec))
+    ulb = build(contaminated_args(seed=seed, synthetic_ratio=ratio, synthetic_source=spec))
     h = hashlib.sha256()
     for i in np.flatnonzero(ulb.is_synthetic):
         h.update(np.ascontiguousarray(ulb.images[i]).tobytes())
@@ -118,7 +112,7 @@ def test_single_source_unchanged(bundled_digits, seed, ratio, count, digest, for
 
 
 def test_flags_and_source_ids_reach_usb_samples(sources):
-    args = digits_args(synthetic_source=list(sources.values()), synthetic_ratio=0.3)
+    args = contaminated_args(synthetic_source=list(sources.values()), synthetic_ratio=0.3)
     np.random.seed(0)
     datasets = usb.get_dataset(args, "fixmatch", "digits", 40, 10)
     ulb = datasets["train_ulb"]
@@ -141,7 +135,7 @@ def test_bundled_by_name_and_source_ids(tmp_path, monkeypatch, sources):
     # The command line gives a list in YAML flow style.
     assert [e.spec for e in synthetic.source_entries("[bundled:ddim, bundled:cgan]")] == ["bundled:ddim",
                                                                                             "bundled:cgan"]
-    ulb = build(digits_args(synthetic_source="[bundled:ddim, bundled:cgan]", synthetic_ratio=0.2))
+    ulb = build(contaminated_args(synthetic_source="[bundled:ddim, bundled:cgan]", synthetic_ratio=0.2))
     assert ulb.source_names == ["real", "ddim", "cgan"]
 
 
@@ -154,7 +148,7 @@ def test_bundled_by_name_and_source_ids(tmp_path, monkeypatch, sources):
 ])
 def test_bad_source_lists(bundled_digits, spec, message):
     with pytest.raises(UserError, match=message):
-        build(digits_args(synthetic_source=spec))
+        build(contaminated_args(synthetic_source=spec))
 
 
 def test_unmeetable_ratio_names_the_source(tmp_path, sources, capsys):

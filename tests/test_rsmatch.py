@@ -133,6 +133,43 @@ def test_untrusted_detector_routes_everything_to_the_real_head(routed):
     assert not _same(real_s, real)
 
 
+# ---------------------------------------------------------------- detector supervision and the gate
+def test_lowest_scoring_unlabeled_samples_join_the_real_side_in_the_bootstrap_too(tmp_path, monkeypatch):
+    alg = build_algorithm(tmp_path, rsmatch_config(tmp_path, detector_ulb_real=3, detector_calib_per_class=0))
+    seen = {}
+    monkeypatch.setattr(alg.detector, "step", lambda x, target, weight: seen.update(x=x, target=target) or (0.0, 1.0))
+    x_lb, x_ulb = torch.randn(4, 3, 16, 16), torch.randn(6, 3, 16, 16)
+    scores = torch.tensor([0.4, 0.1, 0.3, 0.05, 0.2, 0.9])
+    assert not alg.detector_trusted
+    alg.detector_step(x_lb, torch.arange(6), x_ulb, torch.zeros(6, dtype=torch.long), scores)
+    real = seen["x"][seen["target"] == 0]
+    # The labeled images, then the three lowest-scoring unlabeled ones; the whole batch stays on the PU side.
+    assert torch.equal(real, torch.cat((x_lb, x_ulb[[3, 1, 4]])))
+    assert torch.equal(seen["x"][seen["target"] == 1], x_ulb)
+
+
+def test_the_bootstrap_ends_when_the_gate_share_of_sub_queues_is_full(tmp_path):
+    alg = build_algorithm(tmp_path, rsmatch_config(tmp_path, queue_size=8, queue_min_fill=2, queue_gate_share=0.8))
+    alg.csqueue.fill[:] = torch.tensor([2, 2, 2, 2, 2, 2, 2, 1, 0, 0])
+    assert not alg.queue_ready
+    alg.csqueue.fill[7] = 2
+    assert alg.queue_ready  # 8 of 10 classes
+    every = build_algorithm(tmp_path, rsmatch_config(tmp_path, queue_size=8, queue_min_fill=2))
+    every.csqueue.fill[:] = alg.csqueue.fill
+    assert not every.queue_ready  # the default gate needs every class
+
+
+def test_calibration_floor_is_the_chosen_quantile_of_the_held_out_scores(tmp_path):
+    scores = torch.tensor([0.1, 0.2, float("nan"), 0.3, 0.9])
+    alg = build_algorithm(tmp_path, rsmatch_config(tmp_path))
+    alg.calib_scores = scores
+    assert alg.calibration_floor == pytest.approx(0.9)  # default: the maximum
+    alg.calib_quantile = 0.5
+    assert alg.calibration_floor == pytest.approx(0.25)
+    alg.calib_scores = torch.full((3,), float("nan"))
+    assert alg.calibration_floor == float("-inf")
+
+
 # ---------------------------------------------------------------- the base special case
 # Detector on but never trusted: the routing machinery runs (mask scaled by 1, a zero dummy loss)
 # and must not touch the global RNG either.
@@ -217,7 +254,8 @@ def test_resume_restores_queue_detector_and_generator(tmp_path):
     assert _checkpoint(run_dir)["it"] == 6
 
 
-@pytest.mark.parametrize("key, value", [("dummy_pseudo_label", "both"), ("base_algorithm", "mixmatch")])
+@pytest.mark.parametrize("key, value", [("dummy_pseudo_label", "both"), ("base_algorithm", "mixmatch"),
+                                        ("queue_gate_share", 0.0), ("detector_calib_quantile", 1.5)])
 def test_wrong_choice_is_a_user_error(tmp_path, capsys, key, value):
     code, _ = run_train(tmp_path, rsmatch_config(tmp_path, **{key: value}))
     assert code == 2

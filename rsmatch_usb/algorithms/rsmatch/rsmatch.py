@@ -83,6 +83,12 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
         if self.calib_per_class < 0:
             raise UserError(f"detector_calib_per_class: must be >= 0 (got {self.calib_per_class})")
         self.queue_min_fill = args.queue_min_fill
+        self.queue_gate_share = args.queue_gate_share
+        if not 0 < self.queue_gate_share <= 1:
+            raise UserError(f"queue_gate_share: must lie in (0, 1] (got {self.queue_gate_share})")
+        self.calib_quantile = args.detector_calib_quantile
+        if not 0 <= self.calib_quantile <= 1:
+            raise UserError(f"detector_calib_quantile: must lie in [0, 1] (got {self.calib_quantile})")
         self.queue_min_score = args.queue_min_score
         self.pu_pos_weight = args.pu_pos_weight
         self.pu_mass = args.pu_mass
@@ -127,14 +133,21 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
 
     @property
     def calibration_floor(self):
-        """The highest latest score of the held-out labeled images (-inf before any was scored).
+        """The ``detector_calib_quantile`` of the held-out labeled images' latest scores (-inf before any).
 
-        A real image the detector never trained on scores above it about as
-        rarely as above the maximum of ``n`` exchangeable real scores, 1 / (n + 1),
-        whatever the detector has learnt to find.
+        With the default quantile 1 (the maximum), a real image the detector
+        never trained on scores above it about as rarely as above the maximum of
+        ``n`` exchangeable real scores, 1 / (n + 1), whatever the detector has
+        learnt to find; a lower quantile lets one odd real image not set it.
         """
         seen = self.calib_scores[~self.calib_scores.isnan()]
-        return float(seen.max()) if len(seen) else float("-inf")
+        return float(torch.quantile(seen, self.calib_quantile)) if len(seen) else float("-inf")
+
+    @property
+    def queue_ready(self):
+        """True once ``queue_gate_share`` of the class sub-queues hold ``queue_min_fill`` images each."""
+        full = (self.csqueue.fill >= self.queue_min_fill).float().mean()
+        return len(self.csqueue) > 0 and bool(full >= self.queue_gate_share)
 
     @property
     def routing_threshold(self):
@@ -276,15 +289,17 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
         """
         min_score = max(self.queue_min_score, self.calibration_floor)
         self.csqueue.update(idx_ulb, pseudo_ulb, scores, min_score=min_score)
-        if not self.detector_trusted and self.csqueue.min_fill >= self.queue_min_fill and len(self.csqueue):
+        if not self.detector_trusted and self.queue_ready:
             self.detector_trusted = True
-            self.print_fn(f"RSMatch: every class sub-queue holds >= {self.queue_min_fill} images at iteration "
-                          f"{self.it + 1}; the detector now routes unlabeled samples"
+            full = int((self.csqueue.fill >= self.queue_min_fill).sum())
+            self.print_fn(f"RSMatch: {full} of {self.num_classes} class sub-queues hold >= {self.queue_min_fill} "
+                          f"images at iteration {self.it + 1}; the detector now routes unlabeled samples"
                           + (" and trains on the queue" if self.use_queue else ""))
 
         draw_from_queue = self.use_queue and self.detector_trusted
-        if draw_from_queue and self.detector_ulb_real > 0:
-            # The unlabeled samples it is surest are real widen the real side beyond the few labeled images.
+        if self.detector_ulb_real > 0:
+            # The unlabeled samples it is surest are real widen the real side beyond the few labeled
+            # images, in the bootstrap too: otherwise it learns "one of the labeled images" (docs).
             judged_real = (scores < self.routing_threshold).nonzero().flatten()
             surest = judged_real[torch.argsort(scores[judged_real], stable=True)[:self.detector_ulb_real]]
             x_lb = torch.cat((x_lb, x_ulb_w[surest.to(x_ulb_w.device)]))
@@ -386,6 +401,8 @@ def rs_arguments():
                      "score at or above which a sample is synthetic (raised by the calibration images' scores)"),
         SSL_Argument("--detector_calib_per_class", int, 1,
                      "labeled images per class held out of the detector's training to calibrate its threshold"),
+        SSL_Argument("--detector_calib_quantile", float, 1.0,
+                     "the floor is this quantile of the held-out images' scores (1: their maximum)"),
         # detector
         SSL_Argument("--detector_width", int, 16, "detector widths are w, 2w, 4w"),
         SSL_Argument("--detector_lr", float, 1e-3, "detector Adam learning rate"),
@@ -393,7 +410,8 @@ def rs_arguments():
         SSL_Argument("--detector_ema_m", float, 0.99,
                      "EMA momentum of the scoring copy of the detector (0: the detector itself)"),
         SSL_Argument("--detector_ulb_real", int, 0,
-                     "once trusted, the detector also trains on this many lowest-scoring unlabeled samples as real"),
+                     "the detector also trains on this many lowest-scoring unlabeled samples (of those judged "
+                     "real) as real"),
         SSL_Argument("--detector_ema_warmup", str2bool, False,
                      "EMA momentum min(detector_ema_m, 1 - 1/(t+1)) at detector step t: early scores follow the detector"),
         SSL_Argument("--pu_mass", float, 1 / 3,
@@ -406,7 +424,9 @@ def rs_arguments():
         SSL_Argument("--queue_push_per_class", int, 4, "Q: top-scoring images pushed per served class"),
         SSL_Argument("--queue_min_score", float, 0.5, "only samples scoring at least this are pushed"),
         SSL_Argument("--queue_min_fill", int, 16,
-                     "bootstrap ends once every sub-queue holds this many images"),
+                     "bootstrap ends once queue_gate_share of the sub-queues hold this many images"),
+        SSL_Argument("--queue_gate_share", float, 1.0,
+                     "share of the class sub-queues that must hold queue_min_fill images to end the bootstrap"),
         SSL_Argument("--queue_workers", int, 1,
                      "processes reading the next step's queue images ahead (0: read on the training thread)"),
         # analysis
