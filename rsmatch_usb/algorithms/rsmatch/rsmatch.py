@@ -405,14 +405,15 @@ def rs_arguments():
                      "the floor is this quantile of the held-out images' scores (1: their maximum)"),
         # detector
         SSL_Argument("--detector_width", int, 16, "detector widths are w, 2w, 4w"),
-        SSL_Argument("--detector_lr", float, 1e-3, "detector Adam learning rate"),
-        SSL_Argument("--detector_wd", float, 0.0, "detector Adam weight decay"),
+        SSL_Argument("--detector_lr", float, 3e-3, "detector Adam learning rate"),
+        SSL_Argument("--detector_wd", float, 5e-3,
+                     "detector Adam weight decay (keeps it from memorizing the few labeled images)"),
         SSL_Argument("--detector_ema_m", float, 0.99,
                      "EMA momentum of the scoring copy of the detector (0: the detector itself)"),
         SSL_Argument("--detector_ulb_real", int, 0,
                      "the detector also trains on this many lowest-scoring unlabeled samples (of those judged "
                      "real) as real"),
-        SSL_Argument("--detector_ema_warmup", str2bool, False,
+        SSL_Argument("--detector_ema_warmup", str2bool, True,
                      "EMA momentum min(detector_ema_m, 1 - 1/(t+1)) at detector step t: early scores follow the detector"),
         SSL_Argument("--pu_mass", float, 1 / 3,
                      "bootstrap mass of the unlabeled ('possibly synthetic') side relative to the labeled side"),
