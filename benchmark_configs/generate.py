@@ -40,6 +40,7 @@ PLUGIN_ALGORITHMS = ("openmatch", "iomatch", "rsmatch")
 VARIANTS = {
     "rsmatch_filter": ("rsmatch", {"use_dummy_head": False}),   # samples judged synthetic are discarded
     "rsmatch_noqueue": ("rsmatch", {"use_queue": False}),       # detector trained PU-style throughout
+    "rs_softmatch": ("rsmatch", {"base_algorithm": "softmatch"}),  # RSMatch on SoftMatch, with SoftMatch's keys
 }
 LABELS = USB_ALGORITHMS + ("openmatch", "iomatch", "rsmatch_filter", "rsmatch_noqueue", "rsmatch")
 
@@ -203,9 +204,9 @@ class Family:
     keys: dict = field(default_factory=dict)  # algorithm -> keys of this family, over all the others
 
 
-# The fashion grid's rows: the issue's baselines, RSMatch and its filter ablation.
+# The fashion grid's rows: the issue's baselines, RSMatch, its filter ablation, and RSMatch on SoftMatch.
 FASHION_LABELS = ("supervised", "fixmatch", "flexmatch", "freematch", "softmatch", "openmatch", "iomatch",
-                  "rsmatch_filter", "rsmatch")
+                  "rsmatch_filter", "rsmatch", "rs_softmatch")
 
 FAMILIES = {
     "paper": Family("paper", "paper", "./saved_models/rsssl", PAPER_DATASETS, PAPER_SCHEDULE),
@@ -254,8 +255,9 @@ def save_name(label, dataset, num_labels, alpha, seed):
 def label_of(args):
     """The benchmark label of a run from its config keys (a dict): ``benchmark_label``, else derived.
 
-    Derivation covers configs written by hand: an rsmatch run with an ablation
-    switch off is named after the switch, as the generator names it.
+    Derivation covers configs written by hand: an rsmatch run on another base
+    is ``rs_<base>``, and one with an ablation switch off is named after the
+    switch, as the generator names them.
     """
     label = args.get("benchmark_label")
     if label:
@@ -263,9 +265,10 @@ def label_of(args):
     algorithm = str(args.get("algorithm", "unknown"))
     if algorithm != "rsmatch":
         return algorithm
+    base = str(args.get("base_algorithm", "fixmatch")).lower()
     off = [name for key, name in (("use_detector", "nodetector"), ("use_dummy_head", "filter"),
                                   ("use_queue", "noqueue")) if _false(args.get(key, True))]
-    return "_".join(["rsmatch"] + off)
+    return "_".join(["rsmatch" if base == "fixmatch" else f"rs_{base}"] + off)
 
 
 def _false(value):
@@ -280,14 +283,21 @@ DATASET_URATIO = {"imagenet": 1}
 def algorithm_keys(label, dataset, num_labels, family):
     """``(algorithm, keys)`` of a benchmark label on a dataset, for a grid family."""
     algorithm, switches = VARIANTS.get(label, (label, {}))
-    keys = dict(ALGORITHM_KEYS[algorithm])
+    # An RS variant on another base takes that base's own keys (thresholds, weighting) too.
+    bases = [algorithm]
+    if "base_algorithm" in switches:
+        bases.append(switches["base_algorithm"])
+    keys = {}
+    for name in bases:
+        keys.update(ALGORITHM_KEYS[name])
     keys.update(DATASET_KEYS.get((algorithm, dataset), {}))
     if dataset in DATASET_URATIO:
         keys["uratio"] = min(keys["uratio"], DATASET_URATIO[dataset])
     if algorithm == "simmatch":
         keys["K"] = num_labels  # USB overrides K with the labeled set's size; written for readers
     if FAMILIES[family].cpu_keys:
-        keys.update(EMBEDDED_KEYS.get(algorithm, {}))
+        for name in bases:
+            keys.update(EMBEDDED_KEYS.get(name, {}))
         keys["uratio"] = min(keys["uratio"], EMBEDDED_URATIO)
     keys.update(FAMILIES[family].keys.get(algorithm, {}))
     keys.update(switches)

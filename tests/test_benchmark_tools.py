@@ -37,9 +37,10 @@ def test_grid_is_complete():
     fashion = generate.family_specs("fashion")
     assert {(x.label, x.dataset, x.num_labels, x.alpha, x.seed) for x in fashion} == {
         (lab, "fashion_mnist", 40, a, s) for lab in ("supervised", "fixmatch", "flexmatch", "freematch", "softmatch",
-                                                     "openmatch", "iomatch", "rsmatch", "rsmatch_filter")
+                                                     "openmatch", "iomatch", "rsmatch", "rsmatch_filter",
+                                                     "rs_softmatch")
         for a in (0.0, 0.5, 1.0) for s in (0, 1, 2)}
-    assert len(fashion) == 81 and len(generate.select("fashion")) == 81
+    assert len(fashion) == 90 and len(generate.select("fashion")) == 90
     names = [(x.config["save_dir"], x.config["save_name"]) for x in paper + embedded + fashion]
     assert len(set(names)) == len(names)
 
@@ -59,6 +60,13 @@ def test_fashion_grid_keys():
                                  "num_log_iter", "img_size", "dataset", "synthetic_source")}
             assert {k: cfg[k] for k in same} == same
     assert specs[("rsmatch_filter", 1.0, 0)]["use_dummy_head"] is False
+    # RS-SoftMatch: SoftMatch's own keys, RSMatch's settings (the digits grid's).
+    rs_soft, soft, rs = (specs[(label, 1.0, 0)] for label in ("rs_softmatch", "softmatch", "rsmatch"))
+    assert (rs_soft["algorithm"], rs_soft["base_algorithm"]) == ("rsmatch", "softmatch")
+    assert all(rs_soft[k] == soft[k] for k in ("hard_label", "T", "dist_align", "dist_uniform", "per_class", "ema_p",
+                                               "n_sigma", "uratio", "ulb_loss_ratio"))
+    assert all(rs_soft[k] == rs[k] for k in ("detector_width", "queue_size", "queue_min_fill", "use_detector",
+                                             "use_dummy_head", "use_queue"))
     assert specs[("openmatch", 1.0, 0)]["start_fix"] == generate.FASHION_ITERATIONS // 5
     assert generate.FAMILIES["fashion"].results == "docs/results/fashion/results.csv"
 
@@ -562,6 +570,6 @@ def test_report_reads_the_results_file(fake_runs, tmp_path):
 def test_fashion_grid_uses_its_committed_results_file(tmp_path):
     out = io.StringIO()
     assert run.main(["--grid", "fashion", "--save-dir", str(tmp_path), "--dry-run"], out=out) == 0
-    assert out.getvalue().startswith("81 run(s): ")
+    assert out.getvalue().startswith("90 run(s): ")
     assert run.default_results("fashion") == os.path.join(REPO, "docs", "results", "fashion", "results.csv")
     assert run.default_results("embedded") is None
