@@ -340,6 +340,13 @@ def test_report_tables(fake_runs, tmp_path):
     assert "rsmatch" not in effect
 
 
+@pytest.mark.parametrize("line", [
+    "RSMatch: every class sub-queue holds >= 8 images at iteration 150; the detector now routes unlabeled samples",
+    "RSMatch: 7 of 10 class sub-queues hold >= 8 images at iteration 150; the detector now routes unlabeled samples"])
+def test_report_reads_the_trust_line_of_old_and_new_logs(line):
+    assert report.TRUSTED_RE.search(line).group("it") == "150"
+
+
 def test_report_rsmatch_routing(tmp_path):
     """Trust iteration and the last logged step's routing values reach runs.csv and the routing table."""
     root = tmp_path / "runs"

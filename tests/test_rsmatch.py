@@ -154,6 +154,9 @@ def test_the_bootstrap_ends_when_the_gate_share_of_sub_queues_is_full(tmp_path):
     assert not alg.queue_ready
     alg.csqueue.fill[7] = 2
     assert alg.queue_ready  # 8 of 10 classes
+    alg.queue_gate_share = 0.7
+    alg.csqueue.fill[7] = 1
+    assert alg.queue_ready  # 7 of 10
     every = build_algorithm(tmp_path, rsmatch_config(tmp_path, queue_size=8, queue_min_fill=2))
     every.csqueue.fill[:] = alg.csqueue.fill
     assert not every.queue_ready  # the default gate needs every class

@@ -13,6 +13,7 @@ paper's; flexmatch, freematch, softmatch) picks the base. There is no
 official code; every unstated detail is our choice, documented in
 rsmatch-usb's docs/rsmatch.md and configurable below.
 """
+import math
 import time
 from inspect import signature
 
@@ -144,10 +145,16 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
         return float(torch.quantile(seen, self.calib_quantile)) if len(seen) else float("-inf")
 
     @property
+    def full_sub_queues(self):
+        """How many class sub-queues hold ``queue_min_fill`` images or more."""
+        return int((self.csqueue.fill >= self.queue_min_fill).sum())
+
+    @property
     def queue_ready(self):
         """True once ``queue_gate_share`` of the class sub-queues hold ``queue_min_fill`` images each."""
-        full = (self.csqueue.fill >= self.queue_min_fill).float().mean()
-        return len(self.csqueue) > 0 and bool(full >= self.queue_gate_share)
+        # ceil(share * C) classes; the epsilon keeps 0.7 * 10 = 7.000000000000001 at 7.
+        needed = math.ceil(self.queue_gate_share * self.num_classes - 1e-9)
+        return len(self.csqueue) > 0 and self.full_sub_queues >= needed
 
     @property
     def routing_threshold(self):
@@ -291,15 +298,14 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
         self.csqueue.update(idx_ulb, pseudo_ulb, scores, min_score=min_score)
         if not self.detector_trusted and self.queue_ready:
             self.detector_trusted = True
-            full = int((self.csqueue.fill >= self.queue_min_fill).sum())
-            self.print_fn(f"RSMatch: {full} of {self.num_classes} class sub-queues hold >= {self.queue_min_fill} "
+            self.print_fn(f"RSMatch: {self.full_sub_queues} of {self.num_classes} class sub-queues hold >= {self.queue_min_fill} "
                           f"images at iteration {self.it + 1}; the detector now routes unlabeled samples"
                           + (" and trains on the queue" if self.use_queue else ""))
 
         draw_from_queue = self.use_queue and self.detector_trusted
         if self.detector_ulb_real > 0:
             # The unlabeled samples it is surest are real widen the real side beyond the few labeled
-            # images, in the bootstrap too: otherwise it learns "one of the labeled images" (docs).
+            # images, in the bootstrap too (off by default: on digits it fed the bootstrap's errors back).
             judged_real = (scores < self.routing_threshold).nonzero().flatten()
             surest = judged_real[torch.argsort(scores[judged_real], stable=True)[:self.detector_ulb_real]]
             x_lb = torch.cat((x_lb, x_ulb_w[surest.to(x_ulb_w.device)]))
