@@ -423,7 +423,8 @@ def routing_table(rows, dataset):
     the means over runs of the share of the unlabeled batch judged synthetic
     (routed to the dummy head once trusted, before that routed nowhere), the
     routing threshold (raised by the calibration floor) and the size of the
-    least-filled class sub-queue (the bootstrap ends when it reaches ``queue_min_fill``).
+    least-filled class sub-queue (with the default ``queue_gate_share`` of 1 the
+    bootstrap ends when it reaches ``queue_min_fill``).
     """
     groups = defaultdict(list)
     for row in rows:
@@ -504,8 +505,9 @@ def write_markdown(rows, path, metric, excluded):
         table = routing_table(rows, dataset)
         if table:
             parts += [f"## {name}: RSMatch routing at the last logged step", "", table, "",
-                      "Cells: runs whose detector was trusted (bootstrap ended: every class sub-queue held "
-                      "`queue_min_fill` images) out of the runs; then means over runs of the share of the "
+                      "Cells: runs whose detector was trusted (bootstrap ended: `queue_gate_share` of the class "
+                      "sub-queues, by default every one, held `queue_min_fill` images) out of the runs; then means "
+                      "over runs of the share of the "
                       "unlabeled batch judged synthetic (routed to the dummy head only once trusted), the "
                       "routing threshold (`detector_threshold` raised by the calibration floor) and the "
                       "least-filled class sub-queue's size.", ""]
