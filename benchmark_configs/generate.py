@@ -211,7 +211,8 @@ FASHION_LABELS = ("supervised", "fixmatch", "flexmatch", "freematch", "softmatch
 FAMILIES = {
     "paper": Family("paper", "paper", "./saved_models/rsssl", PAPER_DATASETS, PAPER_SCHEDULE),
     "embedded": Family("embedded", os.path.join("embedded", "grid"), "./saved_models/embedded_grid",
-                       EMBEDDED_DATASETS, EMBEDDED_SCHEDULE, cpu_keys=True),
+                       EMBEDDED_DATASETS, EMBEDDED_SCHEDULE, results="docs/results/embedded/results.csv",
+                       cpu_keys=True),
     "fashion": Family("fashion", os.path.join("fashion", "grid"), "./saved_models/fashion_grid",
                       FASHION_DATASETS, FASHION_SCHEDULE, labels=FASHION_LABELS,
                       results="docs/results/fashion/results.csv", cpu_keys=True, keys=FASHION_KEYS),

@@ -467,7 +467,9 @@ def test_runner_failure_and_save_dir_override(run_states, tmp_path, monkeypatch)
 
 def test_runner_named_grid_dry_run(tmp_path):
     out = io.StringIO()
-    assert run.main(["--grid", "embedded_robust", "--save-dir", str(tmp_path), "--dry-run"], out=out) == 0
+    # A results file of its own: the committed one records these runs.
+    assert run.main(["--grid", "embedded_robust", "--save-dir", str(tmp_path), "--dry-run",
+                     "--results", str(tmp_path / "results.csv")], out=out) == 0
     assert out.getvalue().startswith("12 run(s): 0 finished (skipped), 0 to resume, 12 to start")
     assert "openmatch_digits_40_alpha1_2" in out.getvalue() and "alpha0.5" not in out.getvalue()
 
@@ -579,4 +581,6 @@ def test_fashion_grid_uses_its_committed_results_file(tmp_path):
     assert run.main(["--grid", "fashion", "--save-dir", str(tmp_path), "--dry-run"], out=out) == 0
     assert out.getvalue().startswith("90 run(s): ")
     assert run.default_results("fashion") == os.path.join(REPO, "docs", "results", "fashion", "results.csv")
-    assert run.default_results("embedded") is None
+    assert run.default_results("embedded") == os.path.join(REPO, "docs", "results", "embedded", "results.csv")
+    assert run.default_results("embedded_robust") == run.default_results("embedded")
+    assert run.default_results("paper") is None
