@@ -18,6 +18,12 @@ in rounds of ``--steps`` steps (the order flips every round) so that drift in
 machine load hits both alike. Reported: median step time of each, and the
 median and range of the per-round ratios.
 
+Breakdown (``--breakdown``): after the timed rounds, ``--steps`` more steps of
+the candidate with a timer around each of RSMatch's additions (detector
+scoring, the detector's training step and, inside it, its EMA update, the
+queue update, the queue draw on the training thread); what is left is the
+base's own work. On CUDA each timed call synchronizes the device.
+
 Memory: on CUDA, ``torch.cuda.max_memory_allocated`` around the steps; on CPU
 the peak resident set size (VmHWM, reset before the steps), measured in a
 fresh process per algorithm, because a shared process's allocator would reuse
@@ -113,6 +119,54 @@ class Stepper:
             self.draw_ms.append(alg.log_dict["train/queue_draw_ms"])
         alg.it += 1
         self.i += 1
+
+
+# RSMatch's additions to its base's step: (label, attribute of the algorithm holding the method or None, method).
+BREAKDOWN = (
+    ("detector scoring (EMA copy: the unlabeled batch, held-out labeled images)", "detector", "score"),
+    ("detector training step (forward, backward, Adam, EMA)", "detector", "step"),
+    ("  of which the EMA update and its BatchNorm refresh", "detector", "update_ema"),
+    ("queue update (push the top-scoring samples)", "csqueue", "update"),
+    ("queue draw on the training thread (take)", None, "take_queued"),
+    ("queue draw on the training thread (request)", None, "request_queued"),
+    ("dummy head loss", None, "dummy_head_loss"),
+)
+
+
+def time_components(stepper, device, steps):
+    """Milliseconds per step: the whole step and each of :data:`BREAKDOWN`'s methods the algorithm has."""
+    alg = stepper.alg
+    spent, patched = {}, []
+    for label, owner, method in BREAKDOWN:
+        obj = getattr(alg, owner, None) if owner else alg
+        if obj is None or not hasattr(obj, method):
+            continue
+
+        def timed(*args, _fn=getattr(obj, method), _label=label, **kwargs):
+            _sync(device)
+            start = time.perf_counter()
+            try:
+                return _fn(*args, **kwargs)
+            finally:
+                _sync(device)
+                spent[_label] = spent.get(_label, 0.0) + time.perf_counter() - start
+
+        setattr(obj, method, timed)  # an instance attribute over the class's method
+        patched.append((obj, method))
+    try:
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            stepper.step()
+        _sync(device)
+        total = time.perf_counter() - start
+    finally:
+        for obj, method in patched:
+            delattr(obj, method)
+    out = {"whole step": 1000 * total / steps}
+    out.update({label: 1000 * spent.get(label, 0.0) / steps for label, owner, method in BREAKDOWN
+                if any(m == method for _, m in patched)})
+    return out
 
 
 def _sync(device):
@@ -237,6 +291,8 @@ def build_parser():
     p.add_argument("--candidate-set", nargs="*", metavar="KEY=VALUE",
                    help="config overrides for the candidate only, e.g. queue_workers=0")
     p.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also time each of RSMatch's additions in --steps more steps of the candidate")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     return p
@@ -290,6 +346,7 @@ def main(argv=None):
             for _ in range(args.warmup):
                 stepper.step()
         per_round = time_rounds(steppers, device, args.steps, args.rounds)
+        breakdown = time_components(steppers[names[1]], device, args.steps) if args.breakdown else None
 
     base, cand = names
     a0 = algs[base].args
@@ -315,6 +372,11 @@ def main(argv=None):
           f"{result['round_ratio_median']:.3f}, range {result['round_ratio_min']:.3f}-{result['round_ratio_max']:.3f})")
     for n, ms in result["queue_draw_ms"].items():
         print(f"  {n}: queue draw on the training thread {ms:.2f} ms/step (median over the steps that drew)")
+    if breakdown is not None:
+        result["breakdown_ms"] = breakdown
+        print(f"{cand}'s step, {args.steps} more steps with a timer around each addition (ms/step):")
+        for label, ms in breakdown.items():
+            print(f"  {ms:8.2f}  {label}")
 
     if not args.no_memory:
         memory = {}
