@@ -41,6 +41,7 @@ VARIANTS = {
     "rsmatch_filter": ("rsmatch", {"use_dummy_head": False}),   # samples judged synthetic are discarded
     "rsmatch_noqueue": ("rsmatch", {"use_queue": False}),       # detector trained PU-style throughout
     "rs_softmatch": ("rsmatch", {"base_algorithm": "softmatch"}),  # RSMatch on SoftMatch, with SoftMatch's keys
+    "rs_freematch": ("rsmatch", {"base_algorithm": "freematch"}),  # RSMatch on FreeMatch, with FreeMatch's keys
 }
 LABELS = USB_ALGORITHMS + ("openmatch", "iomatch", "rsmatch_filter", "rsmatch_noqueue", "rsmatch")
 
@@ -204,9 +205,9 @@ class Family:
     keys: dict = field(default_factory=dict)  # algorithm -> keys of this family, over all the others
 
 
-# The fashion grid's rows: the baselines, RSMatch, its filter ablation, and RSMatch on SoftMatch.
+# The fashion grid's rows: the baselines, RSMatch, its filter ablation, and RSMatch on SoftMatch and FreeMatch.
 FASHION_LABELS = ("supervised", "fixmatch", "flexmatch", "freematch", "softmatch", "openmatch", "iomatch",
-                  "rsmatch_filter", "rsmatch", "rs_softmatch")
+                  "rsmatch_filter", "rsmatch", "rs_softmatch", "rs_freematch")
 
 FAMILIES = {
     "paper": Family("paper", "paper", "./saved_models/rsssl", PAPER_DATASETS, PAPER_SCHEDULE),

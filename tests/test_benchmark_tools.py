@@ -38,9 +38,9 @@ def test_grid_is_complete():
     assert {(x.label, x.dataset, x.num_labels, x.alpha, x.seed) for x in fashion} == {
         (lab, "fashion_mnist", 40, a, s) for lab in ("supervised", "fixmatch", "flexmatch", "freematch", "softmatch",
                                                      "openmatch", "iomatch", "rsmatch", "rsmatch_filter",
-                                                     "rs_softmatch")
+                                                     "rs_softmatch", "rs_freematch")
         for a in (0.0, 0.5, 1.0) for s in (0, 1, 2)}
-    assert len(fashion) == 90 and len(generate.select("fashion")) == 90
+    assert len(fashion) == 99 and len(generate.select("fashion")) == 99
     names = [(x.config["save_dir"], x.config["save_name"]) for x in paper + embedded + fashion]
     assert len(set(names)) == len(names)
 
@@ -66,6 +66,13 @@ def test_fashion_grid_keys():
     assert all(rs_soft[k] == soft[k] for k in ("hard_label", "T", "dist_align", "dist_uniform", "per_class", "ema_p",
                                                "n_sigma", "uratio", "ulb_loss_ratio"))
     assert all(rs_soft[k] == rs[k] for k in ("detector_width", "queue_size", "queue_min_fill", "use_detector",
+                                             "use_dummy_head", "use_queue"))
+    # RS-FreeMatch likewise, with FreeMatch's keys.
+    rs_free, free = specs[("rs_freematch", 1.0, 0)], specs[("freematch", 1.0, 0)]
+    assert (rs_free["algorithm"], rs_free["base_algorithm"]) == ("rsmatch", "freematch")
+    assert all(rs_free[k] == free[k] for k in ("hard_label", "T", "ema_p", "ent_loss_ratio", "uratio"))
+    assert rs_free.get("ulb_loss_ratio", 1.0) == free.get("ulb_loss_ratio", 1.0)  # the train command's default: 1.0
+    assert all(rs_free[k] == rs[k] for k in ("detector_width", "queue_size", "queue_min_fill", "use_detector",
                                              "use_dummy_head", "use_queue"))
     assert specs[("openmatch", 1.0, 0)]["start_fix"] == generate.FASHION_ITERATIONS // 5
     assert generate.FAMILIES["fashion"].results == "docs/results/fashion/results.csv"
@@ -579,7 +586,7 @@ def test_report_reads_the_results_file(fake_runs, tmp_path):
 def test_fashion_grid_uses_its_committed_results_file(tmp_path):
     out = io.StringIO()
     assert run.main(["--grid", "fashion", "--save-dir", str(tmp_path), "--dry-run"], out=out) == 0
-    assert out.getvalue().startswith("90 run(s): ")
+    assert out.getvalue().startswith("99 run(s): ")
     assert run.default_results("fashion") == os.path.join(REPO, "docs", "results", "fashion", "results.csv")
     assert run.default_results("embedded") == os.path.join(REPO, "docs", "results", "embedded", "results.csv")
     assert run.default_results("embedded_robust") == run.default_results("embedded")
