@@ -152,7 +152,7 @@ def time_components(stepper, device, steps):
                 spent[_label] = spent.get(_label, 0.0) + time.perf_counter() - start
 
         setattr(obj, method, timed)  # an instance attribute over the class's method
-        patched.append((obj, method))
+        patched.append((obj, method, label))
     try:
         _sync(device)
         start = time.perf_counter()
@@ -161,11 +161,10 @@ def time_components(stepper, device, steps):
         _sync(device)
         total = time.perf_counter() - start
     finally:
-        for obj, method in patched:
+        for obj, method, _ in patched:
             delattr(obj, method)
     out = {"whole step": 1000 * total / steps}
-    out.update({label: 1000 * spent.get(label, 0.0) / steps for label, owner, method in BREAKDOWN
-                if any(m == method for _, m in patched)})
+    out.update({label: 1000 * spent.get(label, 0.0) / steps for _, _, label in patched})
     return out
 
 
