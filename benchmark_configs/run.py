@@ -444,8 +444,8 @@ def build_parser():
     p.add_argument("--gpus", help="comma-separated GPU ids; job slot k uses GPU k mod len (sets CUDA_VISIBLE_DEVICES)")
     p.add_argument("--dry-run", action="store_true", help="list each run's state and command; run nothing")
     p.add_argument("--results", help="results CSV that records finished runs and whose runs are skipped "
-                                     "(default for --grid fashion: docs/results/fashion/results.csv; for the embedded grids: "
-                                     "docs/results/embedded/results.csv)")
+                                     "(default for --grid fashion: docs/results/fashion/results.csv; "
+                                     "for the embedded grids: docs/results/embedded/results.csv)")
     return p
 
 

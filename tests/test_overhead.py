@@ -20,7 +20,8 @@ def test_overhead_reports_ratio_and_breakdown(tmp_path, capsys):
     parts = result["breakdown_ms"]
     labels = {label for label, _, _ in overhead.BREAKDOWN}
     assert set(parts) - {"whole step"} <= labels
-    for must in ("detector scoring", "detector training step", "queue update", "queue draw on the training thread (take)"):
+    for must in ("detector scoring", "detector training step", "queue update",
+                 "queue draw on the training thread (take)"):
         assert any(label.startswith(must) and parts[label] > 0 for label in parts), must
     inside = sum(ms for label, ms in parts.items() if label != "whole step" and not label.startswith("  "))
     assert 0 < inside < parts["whole step"]

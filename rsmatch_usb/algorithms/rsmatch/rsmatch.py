@@ -298,8 +298,8 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
         self.csqueue.update(idx_ulb, pseudo_ulb, scores, min_score=min_score)
         if not self.detector_trusted and self.queue_ready:
             self.detector_trusted = True
-            self.print_fn(f"RSMatch: {self.full_sub_queues} of {self.num_classes} class sub-queues hold >= {self.queue_min_fill} "
-                          f"images at iteration {self.it + 1}; the detector now routes unlabeled samples"
+            self.print_fn(f"RSMatch: {self.full_sub_queues} of {self.num_classes} class sub-queues hold "
+                          f">= {self.queue_min_fill} images at iteration {self.it + 1}; the detector now routes unlabeled samples"
                           + (" and trains on the queue" if self.use_queue else ""))
 
         draw_from_queue = self.use_queue and self.detector_trusted
