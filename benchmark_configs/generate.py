@@ -42,8 +42,14 @@ VARIANTS = {
     "rsmatch_noqueue": ("rsmatch", {"use_queue": False}),       # detector trained PU-style throughout
     "rs_softmatch": ("rsmatch", {"base_algorithm": "softmatch"}),  # RSMatch on SoftMatch, with SoftMatch's keys
     "rs_freematch": ("rsmatch", {"base_algorithm": "freematch"}),  # RSMatch on FreeMatch, with FreeMatch's keys
+    # Diagnostics, not SSL methods: routing by the ground truth, the ceiling of the dummy head and of the filter.
+    "rsmatch_oracle": ("rsmatch", {"detector_oracle": True}),
+    "rsmatch_filter_oracle": ("rsmatch", {"detector_oracle": True, "use_dummy_head": False}),
 }
-LABELS = USB_ALGORITHMS + ("openmatch", "iomatch", "rsmatch_filter", "rsmatch_noqueue", "rsmatch")
+# The oracle rows need something to route: they run on contaminated data only.
+ORACLE_ALPHAS = {"rsmatch_oracle": (0.5, 1.0), "rsmatch_filter_oracle": (0.5, 1.0)}
+LABELS = USB_ALGORITHMS + ("openmatch", "iomatch", "rsmatch_filter", "rsmatch_noqueue", "rsmatch",
+                           "rsmatch_filter_oracle", "rsmatch_oracle")
 
 # ------------------------------------------------------------------ algorithms
 _FIXMATCH = {"hard_label": True, "T": 0.5, "p_cutoff": 0.95, "ulb_loss_ratio": 1.0, "uratio": 7}
@@ -203,11 +209,14 @@ class Family:
     results: str = None    # committed results file the runner records finished runs in (repo-relative)
     cpu_keys: bool = False  # the embedded CPU grid's shortened algorithm keys (EMBEDDED_KEYS)
     keys: dict = field(default_factory=dict)  # algorithm -> keys of this family, over all the others
+    label_alphas: dict = field(default_factory=lambda: dict(ORACLE_ALPHAS))  # label -> its alphas, if not all
 
 
-# The fashion grid's rows: the baselines, RSMatch, its filter ablation, and RSMatch on SoftMatch and FreeMatch.
+# The fashion grid's rows: the baselines, RSMatch, its filter ablation, RSMatch on SoftMatch and FreeMatch,
+# and the two oracle diagnostics.
 FASHION_LABELS = ("supervised", "fixmatch", "flexmatch", "freematch", "softmatch", "openmatch", "iomatch",
-                  "rsmatch_filter", "rsmatch", "rs_softmatch", "rs_freematch")
+                  "rsmatch_filter", "rsmatch", "rs_softmatch", "rs_freematch", "rsmatch_filter_oracle",
+                  "rsmatch_oracle")
 
 FAMILIES = {
     "paper": Family("paper", "paper", "./saved_models/rsssl", PAPER_DATASETS, PAPER_SCHEDULE),
@@ -224,7 +233,7 @@ GRIDS = {
     "paper": ("paper", None, None),
     "embedded_full": ("embedded", None, None),
     "embedded": ("embedded", ("supervised", "fixmatch", "flexmatch", "freematch", "softmatch",
-                              "rsmatch", "rsmatch_filter"), None),
+                              "rsmatch", "rsmatch_filter", "rsmatch_filter_oracle", "rsmatch_oracle"), None),
     "embedded_robust": ("embedded", ("openmatch", "iomatch"), (0.0, 1.0)),
     "fashion": ("fashion", None, None),
 }
@@ -379,7 +388,7 @@ def family_specs(family):
         algorithm = VARIANTS.get(label, (label, None))[0]
         for ds in fam.datasets:
             for num_labels in ds.labels:
-                for alpha in fam.alphas:
+                for alpha in fam.label_alphas.get(label, fam.alphas):
                     for seed in fam.seeds:
                         cfg = make_config(family, label, ds, num_labels, alpha, seed)
                         path = os.path.join(fam.folder, label, cfg["save_name"] + ".yaml")

@@ -2,7 +2,8 @@
 
 RS-SSL datasets (:mod:`data_tools`) keep, beside each unlabeled image,
 ``is_synthetic`` and ``source`` (an index into ``source_names``; 0 is
-``"real"``). The evaluation hooks read them here; no train step does.
+``"real"``). The evaluation hooks read them here; a train step reads them
+only under the diagnostic ``detector_oracle`` (RSMatch routing by the truth).
 """
 import numpy as np
 from sklearn.metrics import roc_auc_score

@@ -133,6 +133,32 @@ def test_untrusted_detector_routes_everything_to_the_real_head(routed):
     assert not _same(real_s, real)
 
 
+def test_oracle_routes_the_ground_truth_synthetic_samples_from_the_first_step(tmp_path, monkeypatch):
+    from rsmatch_usb.errors import UserError
+    from rsmatch_usb.origin import unlabeled_origin
+
+    alg = build_algorithm(tmp_path, rsmatch_config(tmp_path, detector_oracle=True, detector_calib_per_class=0))
+    assert not alg.detector_trusted
+    batch = alg.process_batch(**next(iter(alg.loader_dict["train_lb"])), **next(iter(alg.loader_dict["train_ulb"])))
+    # The detector judges every sample real; the oracle routes by the flags regardless.
+    monkeypatch.setattr(alg.detector, "score", lambda x: torch.full((x.shape[0],), 0.1))
+    monkeypatch.setattr(alg, "detector_step", lambda *a, **k: (0.0, 1.0))
+    seen = {}
+
+    def dummy_loss(feats, pseudo_label, mask, syn):
+        seen["syn"] = syn.clone()
+        return torch.zeros(())
+
+    monkeypatch.setattr(alg, "dummy_head_loss", dummy_loss)
+    alg.train_step(**batch)
+    truth = torch.from_numpy(unlabeled_origin(alg)[0])[batch["idx_ulb"]].float()
+    assert 0 < truth.sum() < len(truth)  # the batch holds both kinds
+    assert torch.equal(seen["syn"], truth)
+    with pytest.raises(UserError, match="detector_oracle"):
+        build_algorithm(tmp_path, rsmatch_config(tmp_path, name="oracle_off", detector_oracle=True,
+                                                 use_detector=False))
+
+
 # ---------------------------------------------------------------- detector supervision and the gate
 def test_lowest_scoring_unlabeled_samples_join_the_real_side_in_the_bootstrap_too(tmp_path, monkeypatch):
     alg = build_algorithm(tmp_path, rsmatch_config(tmp_path, detector_ulb_real=3, detector_calib_per_class=0))

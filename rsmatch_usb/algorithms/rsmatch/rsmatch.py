@@ -29,6 +29,7 @@ from semilearn.core.utils import ALGORITHMS
 
 from rsmatch_usb.errors import UserError
 from rsmatch_usb.heads import ExtraHeadsMixin
+from rsmatch_usb.origin import unlabeled_origin
 
 from ..common import CPUInputsMixin, ExtraStateMixin
 from .csqueue import CSQueue
@@ -96,6 +97,16 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
         if self.pu_mass <= 0:
             raise UserError(f"pu_mass: must be > 0 (got {self.pu_mass})")
         self.detector_ulb_real = args.detector_ulb_real
+        # Diagnostic: route by the ground truth instead of the detector (the dummy head's ceiling).
+        self.oracle_flags = None
+        if args.detector_oracle:
+            origin = unlabeled_origin(self)
+            if origin is None:
+                raise UserError("detector_oracle: the unlabeled set has no is_synthetic flags; use RS-SSL data "
+                                "(synthetic_source / synthetic_ratio) or set detector_oracle: False")
+            if not self.use_detector:
+                raise UserError("detector_oracle: routes in place of the detector; it needs use_detector: True")
+            self.oracle_flags = torch.from_numpy(origin[0])
         for key in ("queue_size", "queue_push_classes", "queue_push_per_class"):
             if getattr(args, key) < 1:
                 raise UserError(f"{key}: must be >= 1 (got {getattr(args, key)})")
@@ -195,8 +206,11 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
         scores = self.detector.score(x_ulb_w)
         threshold = self.routing_threshold
         judged_syn = (scores >= threshold).float()
-        # Until the detector is trusted, every unlabeled sample is real.
-        syn = judged_syn if self.detector_trusted else torch.zeros_like(judged_syn)
+        if self.oracle_flags is not None:
+            syn = self.oracle_flags[idx_ulb.cpu()].to(judged_syn)
+        else:
+            # Until the detector is trusted, every unlabeled sample is real.
+            syn = judged_syn if self.detector_trusted else torch.zeros_like(judged_syn)
         self._routing = {"real": 1 - syn}
         try:
             out_dict, log_dict = super().train_step(**inputs)
@@ -419,6 +433,9 @@ def rs_arguments():
         SSL_Argument("--detector_ulb_real", int, 0,
                      "the detector also trains on this many lowest-scoring unlabeled samples (of those judged "
                      "real) as real"),
+        SSL_Argument("--detector_oracle", str2bool, False,
+                     "diagnostic, not SSL: route by the unlabeled set's ground-truth synthetic flags from the first "
+                     "step (the detector still trains and is evaluated); the dummy head's ceiling"),
         SSL_Argument("--detector_ema_warmup", str2bool, True,
                      "EMA momentum min(detector_ema_m, 1 - 1/(t+1)) at detector step t: early scores follow the detector"),
         SSL_Argument("--pu_mass", float, 1 / 3,
