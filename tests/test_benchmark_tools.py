@@ -17,30 +17,37 @@ import torch
 from conftest import REPO, USB_ALGORITHMS
 from benchmark_configs import generate, report, run
 
-PLUGIN_LABELS = {"openmatch", "iomatch", "rsmatch", "rsmatch_filter", "rsmatch_noqueue"}
+PLUGIN_LABELS = {"openmatch", "iomatch", "rsmatch", "rsmatch_filter", "rsmatch_noqueue", "rsmatch_oracle",
+                 "rsmatch_filter_oracle"}
 PAPER_SETTINGS = {("cifar10", 40), ("cifar10", 250), ("cifar10", 4000), ("cifar100", 400), ("cifar100", 2500),
                   ("tiny_imagenet", 800), ("tiny_imagenet", 5000), ("imagenet", 13000)}
 
 
 # ------------------------------------------------------------------ generator
+def _alphas(label):
+    """The oracle diagnostics run on contaminated data only."""
+    return (0.5, 1.0) if label.endswith("_oracle") else (0.0, 0.5, 1.0)
+
+
 def test_grid_is_complete():
     labels = set(USB_ALGORITHMS) | PLUGIN_LABELS
     assert set(generate.LABELS) == labels
     expected_paper = {(lab, ds, n, a, s) for lab in labels for ds, n in PAPER_SETTINGS
-                      for a in (0.0, 0.5, 1.0) for s in (0, 1, 2)}
+                      for a in _alphas(lab) for s in (0, 1, 2)}
     paper = generate.family_specs("paper")
     assert {(x.label, x.dataset, x.num_labels, x.alpha, x.seed) for x in paper} == expected_paper
     assert len(paper) == len(expected_paper)
     embedded = generate.family_specs("embedded")
     assert {(x.label, x.dataset, x.num_labels, x.alpha, x.seed) for x in embedded} == {
-        (lab, "digits", 40, a, s) for lab in labels for a in (0.0, 0.5, 1.0) for s in (0, 1, 2)}
+        (lab, "digits", 40, a, s) for lab in labels for a in _alphas(lab) for s in (0, 1, 2)}
     fashion = generate.family_specs("fashion")
     assert {(x.label, x.dataset, x.num_labels, x.alpha, x.seed) for x in fashion} == {
         (lab, "fashion_mnist", 40, a, s) for lab in ("supervised", "fixmatch", "flexmatch", "freematch", "softmatch",
                                                      "openmatch", "iomatch", "rsmatch", "rsmatch_filter",
-                                                     "rs_softmatch", "rs_freematch")
-        for a in (0.0, 0.5, 1.0) for s in (0, 1, 2)}
-    assert len(fashion) == 99 and len(generate.select("fashion")) == 99
+                                                     "rs_softmatch", "rs_freematch", "rsmatch_oracle",
+                                                     "rsmatch_filter_oracle")
+        for a in _alphas(lab) for s in (0, 1, 2)}
+    assert len(fashion) == 111 and len(generate.select("fashion")) == 111
     names = [(x.config["save_dir"], x.config["save_name"]) for x in paper + embedded + fashion]
     assert len(set(names)) == len(names)
 
@@ -60,6 +67,11 @@ def test_fashion_grid_keys():
                                  "num_log_iter", "img_size", "dataset", "synthetic_source")}
             assert {k: cfg[k] for k in same} == same
     assert specs[("rsmatch_filter", 1.0, 0)]["use_dummy_head"] is False
+    # The oracle diagnostics: RSMatch's settings, routing by the ground truth (and the filter's likewise).
+    assert specs[("rsmatch_oracle", 1.0, 0)]["detector_oracle"] is True
+    assert "detector_oracle" not in specs[("rsmatch", 1.0, 0)]
+    oracle_filter = specs[("rsmatch_filter_oracle", 0.5, 0)]
+    assert oracle_filter["detector_oracle"] is True and oracle_filter["use_dummy_head"] is False
     # RS-SoftMatch: SoftMatch's own keys, RSMatch's settings (the digits grid's).
     rs_soft, soft, rs = (specs[(label, 1.0, 0)] for label in ("rs_softmatch", "softmatch", "rsmatch"))
     assert (rs_soft["algorithm"], rs_soft["base_algorithm"]) == ("rsmatch", "softmatch")
@@ -81,8 +93,8 @@ def test_fashion_grid_keys():
 def test_named_grids():
     main = generate.select("embedded")
     assert {x.label for x in main} == {"supervised", "fixmatch", "flexmatch", "freematch", "softmatch",
-                                       "rsmatch", "rsmatch_filter"}
-    assert len(main) == 7 * 3 * 3
+                                       "rsmatch", "rsmatch_filter", "rsmatch_oracle", "rsmatch_filter_oracle"}
+    assert len(main) == 7 * 3 * 3 + 2 * 2 * 3  # the oracle rows at alpha 0.5 and 1
     robust = generate.select("embedded_robust")
     assert {(x.label, x.alpha) for x in robust} == {(lab, a) for lab in ("openmatch", "iomatch") for a in (0.0, 1.0)}
     assert len(robust) == 2 * 2 * 3
@@ -586,7 +598,7 @@ def test_report_reads_the_results_file(fake_runs, tmp_path):
 def test_fashion_grid_uses_its_committed_results_file(tmp_path):
     out = io.StringIO()
     assert run.main(["--grid", "fashion", "--save-dir", str(tmp_path), "--dry-run"], out=out) == 0
-    assert out.getvalue().startswith("99 run(s): ")
+    assert out.getvalue().startswith("111 run(s): ")
     assert run.default_results("fashion") == os.path.join(REPO, "docs", "results", "fashion", "results.csv")
     assert run.default_results("embedded") == os.path.join(REPO, "docs", "results", "embedded", "results.csv")
     assert run.default_results("embedded_robust") == run.default_results("embedded")
