@@ -267,8 +267,9 @@ def label_of(args):
     """The benchmark label of a run from its config keys (a dict): ``benchmark_label``, else derived.
 
     Derivation covers configs written by hand: an rsmatch run on another base
-    is ``rs_<base>``, and one with an ablation switch off is named after the
-    switch, as the generator names them.
+    is ``rs_<base>``, one with an ablation switch off is named after the
+    switch, and ``_oracle`` ends a run routed by the ground truth, as the
+    generator names them.
     """
     label = args.get("benchmark_label")
     if label:
@@ -279,7 +280,8 @@ def label_of(args):
     base = str(args.get("base_algorithm", "fixmatch")).lower()
     off = [name for key, name in (("use_detector", "nodetector"), ("use_dummy_head", "filter"),
                                   ("use_queue", "noqueue")) if _false(args.get(key, True))]
-    return "_".join(["rsmatch" if base == "fixmatch" else f"rs_{base}"] + off)
+    oracle = ["oracle"] if str(args.get("detector_oracle", False)).strip().lower() in ("true", "1", "yes") else []
+    return "_".join(["rsmatch" if base == "fixmatch" else f"rs_{base}"] + off + oracle)
 
 
 def _false(value):
