@@ -46,8 +46,8 @@ VARIANTS = {
     "rsmatch_oracle": ("rsmatch", {"detector_oracle": True}),
     "rsmatch_filter_oracle": ("rsmatch", {"detector_oracle": True, "use_dummy_head": False}),
 }
-# The oracle rows need something to route: they run on contaminated data only.
-ORACLE_ALPHAS = {"rsmatch_oracle": (0.5, 1.0), "rsmatch_filter_oracle": (0.5, 1.0)}
+# The oracle rows need something to route: they run on contaminated data only (alpha > 0).
+CONTAMINATED_ONLY = ("rsmatch_oracle", "rsmatch_filter_oracle")
 LABELS = USB_ALGORITHMS + ("openmatch", "iomatch", "rsmatch_filter", "rsmatch_noqueue", "rsmatch",
                            "rsmatch_filter_oracle", "rsmatch_oracle")
 
@@ -209,7 +209,6 @@ class Family:
     results: str = None    # committed results file the runner records finished runs in (repo-relative)
     cpu_keys: bool = False  # the embedded CPU grid's shortened algorithm keys (EMBEDDED_KEYS)
     keys: dict = field(default_factory=dict)  # algorithm -> keys of this family, over all the others
-    label_alphas: dict = field(default_factory=lambda: dict(ORACLE_ALPHAS))  # label -> its alphas, if not all
 
 
 # The fashion grid's rows: the baselines, RSMatch, its filter ablation, RSMatch on SoftMatch and FreeMatch,
@@ -388,9 +387,10 @@ def family_specs(family):
     specs = []
     for label in fam.labels:
         algorithm = VARIANTS.get(label, (label, None))[0]
+        alphas = [a for a in fam.alphas if a > 0] if label in CONTAMINATED_ONLY else fam.alphas
         for ds in fam.datasets:
             for num_labels in ds.labels:
-                for alpha in fam.label_alphas.get(label, fam.alphas):
+                for alpha in alphas:
                     for seed in fam.seeds:
                         cfg = make_config(family, label, ds, num_labels, alpha, seed)
                         path = os.path.join(fam.folder, label, cfg["save_name"] + ".yaml")
