@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from data_tools.resumable_training import ResumableBatches
+from data_tools.resumable_training import LossLog, ResumableBatches
 
 # name -> diffusers scheduler class used for sampling; both reuse the training schedule's config.
 SAMPLERS = ("ddim", "dpmsolver")
@@ -58,12 +58,14 @@ def make_train_scheduler():
 
 def train_diffusion(model, scheduler, images: torch.Tensor, labels: torch.Tensor, *, train_steps: int,
                     batch_size: int, lr: float, p_uncond: float, seed: int, null_class: int,
-                    checkpoint: Path | None = None, checkpoint_every: int = 250) -> float:
+                    checkpoint: Path | None = None, checkpoint_every: int = 250,
+                    loss_log: LossLog | None = None) -> float:
     """Train ``model`` in place on images scaled to [-1, 1]; it ends with its EMA weights.
 
     With ``checkpoint``, the full training state (weights, optimizer, EMA, data
     order, random generator) is saved every ``checkpoint_every`` steps and a run
     restarted with the same arguments continues from it, bit-identically.
+    ``loss_log`` (saved in the checkpoint too) receives every step's loss.
     Returns the seconds spent training in this call.
     """
     from diffusers.optimization import get_cosine_schedule_with_warmup
@@ -74,8 +76,9 @@ def train_diffusion(model, scheduler, images: torch.Tensor, labels: torch.Tensor
         opt, num_warmup_steps=min(100, train_steps // 10), num_training_steps=train_steps)
     # EMA warm-up keeps the average useful even for short runs.
     ema = EMAModel(model.parameters(), decay=0.999, use_ema_warmup=True, power=3 / 4)
+    loss_log = LossLog() if loss_log is None else loss_log
     run = ResumableBatches(len(images), batch_size, seed, train_steps,
-                           {"model": model, "opt": opt, "lr_sched": lr_sched, "ema": ema},
+                           {"model": model, "opt": opt, "lr_sched": lr_sched, "ema": ema, "loss_log": loss_log},
                            checkpoint, checkpoint_every)
     gen = run.gen
     model.train()
@@ -96,6 +99,7 @@ def train_diffusion(model, scheduler, images: torch.Tensor, labels: torch.Tensor
         opt.step()
         lr_sched.step()
         ema.step(model.parameters())
+        loss_log.add(loss.item())
         run.bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
     seconds = time.perf_counter() - start
     ema.copy_to(model.parameters())

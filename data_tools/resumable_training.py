@@ -23,6 +23,31 @@ def save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+class LossLog:
+    """Mean training loss of each ``every``-step window, kept in the checkpoint.
+
+    The history shows whether a generator's loss has plateaued; it is saved with
+    the training state so a resumed run keeps the windows of the runs before it.
+    """
+
+    def __init__(self, every: int = 250):
+        self.every, self.history, self._sum, self._count = every, [], 0.0, 0
+
+    def add(self, loss: float) -> None:
+        self._sum += loss
+        self._count += 1
+        if self._count == self.every:
+            self.history.append(self._sum / self._count)
+            self._sum, self._count = 0.0, 0
+
+    def state_dict(self) -> dict:
+        return {"every": self.every, "history": list(self.history), "sum": self._sum, "count": self._count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.every, self.history = state["every"], list(state["history"])
+        self._sum, self._count = state["sum"], state["count"]
+
+
 class ResumableBatches:
     """Epoch-shuffled minibatch indices over ``n`` items; ``gen`` is the run's only random source.
 
@@ -38,7 +63,8 @@ class ResumableBatches:
         self.gen = torch.Generator().manual_seed(seed)
         self.order, self.pos, self.done = torch.randperm(n, generator=self.gen), 0, 0
         if checkpoint is not None and checkpoint.exists():
-            state = torch.load(checkpoint, weights_only=False)
+            # weights_only: a planted file in a work folder must not run code on load.
+            state = torch.load(checkpoint, weights_only=True)
             for key, obj in stateful.items():
                 obj.load_state_dict(state[key])
             self.gen.set_state(state["gen"])
