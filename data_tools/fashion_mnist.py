@@ -8,9 +8,11 @@ generators and the USB source share one definition of the data and its splits.
 
 The 60,000 training images are divided once, independent of any run's seed:
 :func:`generator_split` sets aside ``GENERATOR_PER_CLASS`` images per class on
-which the synthetic-image generators are trained; the SSL pool (labeled and
-unlabeled images of every benchmark run) is the rest. The eval split is the
-10,000 test images, which no generator sees.
+which the synthetic-image generators are trained; :func:`val_split` sets aside
+``VAL_PER_CLASS`` images per class of the rest as a validation set, on which
+settings are chosen (``eval_split: val``); the SSL pool (labeled and unlabeled
+images of every benchmark run) is what remains. The benchmark's eval split is
+the 10,000 test images, which no generator sees.
 """
 import gzip
 import os
@@ -33,6 +35,8 @@ FILES = {
 
 GENERATOR_PER_CLASS = 1000
 GENERATOR_SPLIT_SEED = 0
+VAL_PER_CLASS = 500
+VAL_SPLIT_SEED = 1
 
 # IDX type byte -> numpy dtype (big-endian, as the format stores them).
 _IDX_DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
@@ -130,15 +134,33 @@ def generator_split(labels, per_class=GENERATOR_PER_CLASS, seed=GENERATOR_SPLIT_
     """Sorted indices of the training images reserved for training the synthetic-image generators.
 
     ``per_class`` images of each class, drawn by a fixed seed so the split never
-    depends on a benchmark run's seed; :func:`ssl_pool` is its complement.
+    depends on a benchmark run's seed; :func:`val_split` and :func:`ssl_pool` share the rest.
     """
     rng = np.random.default_rng(seed)
     picked = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in range(len(CLASS_NAMES))]
     return np.sort(np.concatenate(picked))
 
 
-def ssl_pool(labels, per_class=GENERATOR_PER_CLASS, seed=GENERATOR_SPLIT_SEED):
-    """Sorted indices of the training images the SSL benchmark draws labeled and unlabeled data from."""
+def val_split(labels: np.ndarray, per_class: int = VAL_PER_CLASS, seed: int = VAL_SPLIT_SEED) -> np.ndarray:
+    """Sorted indices of the validation images: ``per_class`` of each class outside the generator split.
+
+    Drawn by a fixed seed, like the generator split, so no run's seed moves it;
+    settings (guidance scale, schedule, RSMatch's keys) are chosen on it and
+    never on the test split.
+    """
+    free = np.ones(len(labels), dtype=bool)
+    free[generator_split(labels)] = False
+    rng = np.random.default_rng(seed)
+    picked = [rng.permutation(np.flatnonzero(free & (labels == c)))[:per_class] for c in range(len(CLASS_NAMES))]
+    return np.sort(np.concatenate(picked))
+
+
+def ssl_pool(labels: np.ndarray) -> np.ndarray:
+    """Sorted indices of the training images the SSL benchmark draws labeled and unlabeled data from.
+
+    Every training image outside the generator split and the validation split.
+    """
     mask = np.ones(len(labels), dtype=bool)
-    mask[generator_split(labels, per_class, seed)] = False
+    mask[generator_split(labels)] = False
+    mask[val_split(labels)] = False
     return np.flatnonzero(mask)

@@ -53,7 +53,8 @@ def format_report(args, lb_set, ulb_set, eval_set):
     width = max(len(str(r[0])) for r in [header, *rows, totals])
     lines = [f"dataset {args.dataset} ({len(lb_set.class_names)} classes), seed {args.seed}, "
              f"num_labels {args.num_labels}, synthetic_source {args.synthetic_source}, "
-             f"synthetic_ratio {args.synthetic_ratio}"]
+             f"synthetic_ratio {args.synthetic_ratio}",
+             f"eval split: {getattr(args, 'eval_split', 'test')} ({len(eval_set):,} images)"]
     for r in [header, *rows, totals]:
         lines.append(f"{str(r[0]):<{width}}  " + "  ".join(f"{str(v):>{len(h)}}" for v, h in zip(r[1:], header[1:])))
     real, synthetic = totals[2], totals[3]

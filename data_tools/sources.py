@@ -32,6 +32,7 @@ class RealSource:
 
     ``transforms`` is ``"classic"`` (USB's CIFAR/SVHN/STL-10 pipeline) or
     ``"imagenet"`` (USB's ImageNet pipeline); see :func:`data_tools.usb.build_transforms`.
+    ``has_val``: ``load`` returns the validation split as its eval set under ``eval_split: val``.
     """
 
     load: Callable
@@ -39,6 +40,7 @@ class RealSource:
     std: Tuple[float, ...]
     split: Callable = splits.balanced_split
     transforms: str = "classic"
+    has_val: bool = False
 
 
 def load_digits_source(args=None, data_dir=None):
@@ -60,25 +62,33 @@ def load_digits_source(args=None, data_dir=None):
 
 
 def load_fashion_mnist(args=None, data_dir=None):
-    """Fashion-MNIST: the SSL pool of the training images (labeled and unlabeled data) and the test images.
+    """Fashion-MNIST: the SSL pool of the training images (labeled and unlabeled data) and the eval images.
 
-    The pool excludes the generator-training split (:func:`data_tools.fashion_mnist.ssl_pool`),
-    so no image a bundled generator was trained on is ever labeled or unlabeled.
+    The pool excludes the generator-training split and the validation split
+    (:func:`data_tools.fashion_mnist.ssl_pool`), so no image a bundled generator
+    was trained on, and no validation image, is ever labeled or unlabeled. The
+    eval set is the 10,000 test images, or the validation images under
+    ``eval_split: val``.
     Images stay 28x28 grayscale; :meth:`ImageSet.load` replicates them to RGB and
     USB's transforms resize them to ``img_size``.
     """
     train_images, train_labels = fashion_mnist.load_split("train", data_dir)
     counts = np.bincount(train_labels, minlength=len(fashion_mnist.CLASS_NAMES))
-    if counts.min() <= fashion_mnist.GENERATOR_PER_CLASS:
+    held_out = fashion_mnist.GENERATOR_PER_CLASS + fashion_mnist.VAL_PER_CLASS
+    if counts.min() <= held_out:
         path = fashion_mnist.find_files(data_dir)[fashion_mnist.FILES["train"][1]]
         raise UserError(f"Fashion-MNIST training labels {path} hold only {counts.min()} images of some class; "
-                        f"the generator split alone takes {fashion_mnist.GENERATOR_PER_CLASS} per class of the "
+                        f"the generator split and the validation split alone take {held_out} per class of the "
                         f"60,000; reinstall the full dataset (apt-get install --reinstall "
                         f"{fashion_mnist.DEBIAN_PACKAGE})")
     pool = fashion_mnist.ssl_pool(train_labels)
-    test_images, test_labels = fashion_mnist.load_split("test", data_dir)
     names = list(fashion_mnist.CLASS_NAMES)
-    return (ImageSet(train_images[pool], train_labels[pool], names), ImageSet(test_images, test_labels, names))
+    if getattr(args, "eval_split", "test") == "val":
+        val = fashion_mnist.val_split(train_labels)
+        eval_set = ImageSet(train_images[val], train_labels[val], names)
+    else:
+        eval_set = ImageSet(*fashion_mnist.load_split("test", data_dir), names)
+    return ImageSet(train_images[pool], train_labels[pool], names), eval_set
 
 
 def _open_torchvision(cls, root, dataset, how, **kwargs):
@@ -139,8 +149,8 @@ _IMAGENET_STATS = (tuple(usb_imagenet.mean["imagenet"]), tuple(usb_imagenet.std[
 # name -> RealSource; normalisation statistics are semilearn's where it has the dataset.
 REAL_SOURCES = {
     "digits": RealSource(load_digits_source, (0.305,) * 3, (0.376,) * 3),
-    # Pixel mean / std of the 50,000-image SSL pool (docs/data.md), replicated over the RGB channels.
-    "fashion_mnist": RealSource(load_fashion_mnist, (0.2859,) * 3, (0.3530,) * 3),
+    # Pixel mean / std of the 45,000-image SSL pool (docs/data.md), replicated over the RGB channels.
+    "fashion_mnist": RealSource(load_fashion_mnist, (0.286,) * 3, (0.3531,) * 3, has_val=True),
     "cifar10": RealSource(_cifar("cifar10"), tuple(usb_cifar.mean["cifar10"]), tuple(usb_cifar.std["cifar10"])),
     "cifar100": RealSource(_cifar("cifar100"), tuple(usb_cifar.mean["cifar100"]), tuple(usb_cifar.std["cifar100"])),
     "svhn": RealSource(load_svhn, tuple(usb_svhn.mean["svhn"]), tuple(usb_svhn.std["svhn"])),

@@ -37,6 +37,9 @@ def add_data_arguments(parser):
                         help="alpha = synthetic images / real unlabeled images")
     parser.add_argument("--synthetic_seed", type=int, default=None,
                         help="seed of the synthetic draw (default: the run's seed)")
+    parser.add_argument("--eval_split", type=str, default="test", choices=("test", "val"),
+                        help="the set evaluated on: 'test', or 'val', a validation split held out of the SSL pool "
+                             "(fashion_mnist), on which settings are chosen")
     parser.add_argument("--image_folder_root", type=str, default=None,
                         help="dataset imagefolder: folder with train/<class>/ and val/<class>/ (or test/)")
     parser.add_argument("--class_list", type=str, default=None,
@@ -52,8 +55,17 @@ def check_dataset_name(name):
         raise UserError(f"dataset: unknown dataset {name!r}; use one of: {', '.join(known_datasets())}")
 
 
+def check_eval_split(args, dataset: str) -> None:
+    """``eval_split: val`` needs a dataset with a validation split (held out of its SSL pool)."""
+    if getattr(args, "eval_split", "test") == "val" and not (dataset in REAL_SOURCES and REAL_SOURCES[dataset].has_val):
+        with_val = sorted(name for name, source in REAL_SOURCES.items() if source.has_val)
+        raise UserError(f"eval_split: dataset {dataset!r} has no validation split; use eval_split: test, or a "
+                        f"dataset that has one: {', '.join(with_val)}")
+
+
 def build_datasets(args, algorithm, dataset, num_labels, num_classes, data_dir, include_lb_to_ulb):
     """The labeled, unlabeled (possibly contaminated) and eval :class:`ImageSet` of a plugin dataset."""
+    check_eval_split(args, dataset)
     mixing.synthetic_settings(args, dataset)  # a bad key or source fails before any data is read
     source = REAL_SOURCES[dataset]
     train_set, eval_set = source.load(args, data_dir)
@@ -128,6 +140,7 @@ def build_transforms(img_size, crop_ratio, mean, std, style="classic"):
 def get_dataset(args, algorithm, dataset, num_labels, num_classes, data_dir="./data", include_lb_to_ulb=True):
     """semilearn's ``get_dataset``: plugin datasets built here, the others by semilearn."""
     if dataset not in REAL_SOURCES:
+        check_eval_split(args, dataset)
         if mixing.synthetic_settings(args)[0] is not None:
             raise UserError(f"synthetic_source: dataset {dataset!r} is built by semilearn itself, which cannot "
                             f"mix in synthetic images; use one of: {', '.join(sorted(REAL_SOURCES))}")

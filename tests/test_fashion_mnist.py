@@ -116,14 +116,15 @@ def real_fashion():
 def test_real_source_is_the_ssl_pool_and_the_test_set(real_fashion):
     train, test = real_fashion
     assert train.class_names == list(class_names.FASHION_MNIST) == list(fashion_mnist.CLASS_NAMES)
-    assert len(train) == 50000 and len(test) == 10000
-    assert np.bincount(train.labels).tolist() == [5000] * 10
+    assert len(train) == 45000 and len(test) == 10000
+    assert np.bincount(train.labels).tolist() == [4500] * 10
     assert np.bincount(test.labels).tolist() == [1000] * 10
-    assert train.images.shape == (50000, 28, 28) and train.images.dtype == np.uint8
-    # The pool is the training set minus the generator split, in file order, labels kept.
+    assert train.images.shape == (45000, 28, 28) and train.images.dtype == np.uint8
+    # The pool is the training set minus the generator and validation splits, in file order, labels kept.
     all_images, all_labels = fashion_mnist.load_split("train")
     pool = fashion_mnist.ssl_pool(all_labels)
     assert not set(pool) & set(fashion_mnist.generator_split(all_labels))
+    assert not set(pool) & set(fashion_mnist.val_split(all_labels))
     np.testing.assert_array_equal(train.labels, all_labels[pool])
     np.testing.assert_array_equal(train.images[:50], all_images[pool[:50]])
     # The release's first labels (train: Ankle boot, T-shirt, T-shirt; test: Ankle boot, Pullover, Trouser).
@@ -133,6 +134,48 @@ def test_real_source_is_the_ssl_pool_and_the_test_set(real_fashion):
     source = REAL_SOURCES["fashion_mnist"]
     assert source.mean == (round(pixels.mean(), 4),) * 3 and source.std == (round(pixels.std(), 4),) * 3
     assert train.load(0).mode == "RGB" and train.load(0).size == (28, 28)
+
+
+def _image_keys(images):
+    return {img.tobytes() for img in images}
+
+
+def test_val_split_is_disjoint_from_every_draw_the_generators_and_the_test_split():
+    """``eval_split: val`` on the real files: 500 images per class that no run, generator or test image holds.
+
+    Compared by pixels, not only by index, so an image can't come back through
+    another split; the draws of several seeds, labeled and unlabeled, as the
+    train command builds them.
+    """
+    all_images, all_labels = fashion_mnist.load_split("train")
+    test_images, _ = fashion_mnist.load_split("test")
+    train, val = REAL_SOURCES["fashion_mnist"].load(SimpleNamespace(eval_split="val"), "/nonexistent")
+    assert np.bincount(val.labels).tolist() == [fashion_mnist.VAL_PER_CLASS] * 10
+    val_keys = _image_keys(val.images)
+    assert len(val_keys) == len(val)
+    assert not val_keys & _image_keys(train.images)
+    assert not val_keys & _image_keys(all_images[fashion_mnist.generator_split(all_labels)])
+    assert not val_keys & _image_keys(test_images)
+    # The split is fixed: no run's seed moves it.
+    np.testing.assert_array_equal(val.labels, all_labels[fashion_mnist.val_split(all_labels)])
+    for seed in (0, 1, 7):
+        args = SimpleNamespace(dataset="fashion_mnist", num_labels=40, ulb_num_labels=10000, include_lb_to_ulb=True,
+                               lb_imb_ratio=1, ulb_imb_ratio=1, seed=seed, eval_split="val", synthetic_source=None,
+                               synthetic_ratio=0.0, synthetic_seed=None)
+        random.seed(seed)
+        np.random.seed(seed)
+        lb, ulb, eval_set = usb.build_datasets(args, "fixmatch", "fashion_mnist", 40, 10, "/nonexistent", True)
+        drawn = _image_keys(lb.images) | _image_keys(ulb.images[np.asarray(~ulb.is_synthetic)])
+        assert len(drawn) > 10000 - 1 and not drawn & val_keys
+        assert _image_keys(eval_set.images) == val_keys
+
+
+def test_eval_split_val_on_a_dataset_without_one_is_one_error_line(tmp_path, capsys):
+    cfg = tiny_config(tmp_path, eval_split="val")
+    code, run_dir = run_train(tmp_path, cfg)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not os.path.exists(run_dir)
+    assert len(err.splitlines()) == 1 and "has no validation split" in err and "fashion_mnist" in err
 
 
 def test_real_source_split_and_transforms(real_fashion):

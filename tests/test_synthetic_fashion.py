@@ -85,7 +85,9 @@ def test_tiny_run_writes_three_sources_stats_and_sheets(tmp_path, capsys):
 def test_generator_split_is_disjoint_from_ssl_pool():
     _, labels = fashion_mnist.load_split("train")
     gen, pool = fashion_mnist.generator_split(labels), fashion_mnist.ssl_pool(labels)
-    assert len(np.intersect1d(gen, pool)) == 0 and len(gen) + len(pool) == len(labels)
+    val = fashion_mnist.val_split(labels)
+    assert len(np.intersect1d(gen, pool)) == 0 and len(np.intersect1d(gen, val)) == 0
+    assert len(gen) + len(val) + len(pool) == len(labels)
     images, y = msf.load_generator_split(max_per_class=2)
     assert images.shape == (20, 28, 28) and np.bincount(y).tolist() == [2] * 10
 
