@@ -27,7 +27,6 @@ import argparse
 import hashlib
 import json
 import os
-import pickle
 import platform
 import sys
 import time
@@ -40,7 +39,9 @@ from data_tools import fashion_mnist
 from data_tools.conditional_gan import Discriminator, Generator, sample_cgan, train_cgan
 from data_tools.diffusion_generator import build_unet, make_train_scheduler, sample_diffusion, train_diffusion
 from data_tools.errors import report
-from data_tools.synthetic_stats import pixel_features, probe_auroc, real_classifier
+from data_tools.resumable_training import LossLog, save_atomic
+from data_tools.synthetic_stats import (cnn_classifier, cnn_outputs, pixel_features, probe_auroc,
+                                       train_cnn_classifier, within_class_spread)
 
 NUM_CLASSES = len(fashion_mnist.CLASS_NAMES)
 NULL_CLASS = NUM_CLASSES
@@ -54,8 +55,13 @@ DEFAULT_WORK_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")
 
 
 def source_names(args) -> dict[str, str]:
-    """Source key (``--sources``) -> source name used in file names and metadata."""
-    return {"many": f"ddim{args.many_steps}", "few": f"dpmsolver{args.few_steps}", "gan": "cgan"}
+    """Source key (``--sources``) -> source name used in file names and metadata.
+
+    Guided diffusion sources carry their scale (``ddim25_cfg3``); plain
+    conditional sampling (scale 1) has none.
+    """
+    cfg = f"_cfg{args.guidance_scale:g}" if args.guidance_scale != 1.0 else ""
+    return {"many": f"ddim{args.many_steps}{cfg}", "few": f"dpmsolver{args.few_steps}{cfg}", "gan": "cgan"}
 
 
 def npz_path(out_dir: Path, name: str) -> Path:
@@ -106,12 +112,14 @@ def diffusion_model(args, images, labels):
     model = build_unet(28, args.channels, args.layers_per_block, NUM_CLASSES)
     scheduler = make_train_scheduler()
     ckpt = checkpoint_path(args.work_dir, "diffusion", config)
+    loss_log = LossLog()
     seconds = train_diffusion(model, scheduler, to_unit_range(images), torch.from_numpy(labels),
                               train_steps=args.diffusion_train_steps, batch_size=args.batch_size,
                               lr=args.lr, p_uncond=args.p_uncond, seed=args.seed, null_class=NULL_CLASS,
-                              checkpoint=ckpt)
+                              checkpoint=ckpt, loss_log=loss_log)
     n_params = sum(p.numel() for p in model.parameters())
-    return model, scheduler, {"params": n_params, "train_seconds_this_run": seconds, "checkpoint": str(ckpt)}
+    return model, scheduler, {"params": n_params, "train_seconds_this_run": seconds, "checkpoint": str(ckpt),
+                              "loss_every": loss_log.every, "loss_history": [round(v, 5) for v in loss_log.history]}
 
 
 def gan_model(args, images, labels):
@@ -147,9 +155,7 @@ def make_source(key: str, name: str, model, args) -> tuple[np.ndarray, np.ndarra
 
 def write_source(path: Path, images, labels, name: str, key: str, args, seconds: float) -> None:
     steps = {"many": args.many_steps, "few": args.few_steps, "gan": 1}[key]
-    generator = ("conditional-DCGAN" if key == "gan"
-                 else f"diffusers-UNet2DModel-{name}" + (f"-cfg{args.guidance_scale:g}"
-                                                         if args.guidance_scale != 1.0 else ""))
+    generator = "conditional-DCGAN" if key == "gan" else f"diffusers-UNet2DModel-{name}"
     train_steps = args.gan_train_steps if key == "gan" else args.diffusion_train_steps
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
@@ -162,66 +168,103 @@ def write_source(path: Path, images, labels, name: str, key: str, args, seconds:
 
 # --------------------------------------------------------------- statistics
 def cached_real_classifier(work_dir: Path, images: np.ndarray, labels: np.ndarray):
-    """The real-image classifier and its fit time, kept in ``work_dir`` under a hash of its
-    training data: the fit takes minutes on a shared CPU and each source's measurement needs it."""
-    key = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()[:12]
-    path = work_dir / f"real-classifier-{key}.pkl"
-    if path.exists():
-        with open(path, "rb") as f:
-            return pickle.load(f)
-    start = time.perf_counter()
-    clf = real_classifier(images, labels)
-    fitted = (clf, time.perf_counter() - start)
-    tmp = Path(f"{path}.tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(fitted, f)
-    os.replace(tmp, path)
-    return fitted
+    """The real-image CNN and its fit time, kept in ``work_dir`` under a hash of its training data.
 
-
-def measure(args, names, outputs, images, labels, timing) -> dict:
-    """Per-source figures: counts per class, intended-class share, probe AUROC, timings.
-
-    The real classifier is trained on the whole generator split and its accuracy
-    is measured on the test split (used for this figure only). The probe compares
-    each source with ``--per-class`` real images per class from the generator split.
+    The fit takes minutes on a shared CPU and every measurement needs it. The
+    cache holds tensors only and loads with ``weights_only=True``, so a file
+    planted in the work folder cannot run code.
     """
-    test_images, test_labels = fashion_mnist.load_split("test", args.data_dir)
-    clf, fit_seconds = cached_real_classifier(args.work_dir, images, labels)
+    key = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()[:12]
+    path = work_dir / f"real-cnn-{key}.pt"
+    net = cnn_classifier(NUM_CLASSES)
+    if path.exists():
+        state = torch.load(path, weights_only=True)
+        net.load_state_dict(state["net"])
+        return net.eval(), float(state["fit_seconds"])
+    start = time.perf_counter()
+    net = train_cnn_classifier(images, labels, seed=0)
+    seconds = time.perf_counter() - start
+    save_atomic({"net": net.state_dict(), "fit_seconds": torch.tensor(seconds)}, path)
+    return net, seconds
+
+
+class Judge:
+    """Measures synthetic images against the generator split with the real-image CNN.
+
+    ``intended_class_share``: the share of images the CNN reads as the class
+    they are filed under. ``diversity``: the images' mean within-class pairwise
+    distance in the CNN's hidden-layer features, over that of as many real
+    generator-split images per class (1: as varied as real images; a
+    mode-collapsed generator scores far below).
+    """
+
+    def __init__(self, args, images: np.ndarray, labels: np.ndarray):
+        self.net, self.fit_seconds = cached_real_classifier(args.work_dir, images, labels)
+        self.images, self.labels, self.seed = images, labels, args.seed
+        train_images, train_labels = fashion_mnist.load_split("train", args.data_dir)
+        val = fashion_mnist.val_split(train_labels)
+        pred, _ = cnn_outputs(self.net, train_images[val])
+        self.val_accuracy = float((pred == train_labels[val]).mean())
+
+    def real_sample(self, per_class: int) -> np.ndarray:
+        rng = np.random.default_rng(self.seed)
+        return np.concatenate([rng.permutation(np.flatnonzero(self.labels == c))[:per_class]
+                               for c in range(NUM_CLASSES)])
+
+    def measure(self, synth: np.ndarray, synth_labels: np.ndarray) -> dict:
+        pred, feats = cnn_outputs(self.net, synth)
+        hit = pred == synth_labels
+        per_class = int(np.bincount(synth_labels, minlength=NUM_CLASSES).min())
+        real_idx = self.real_sample(per_class)
+        _, real_feats = cnn_outputs(self.net, self.images[real_idx])
+        diversity = (within_class_spread(feats, synth_labels, NUM_CLASSES)
+                     / within_class_spread(real_feats, self.labels[real_idx], NUM_CLASSES))
+        return {"intended_class_share": round(float(hit.mean()), 4),
+                "intended_class_share_per_class": [round(float(hit[synth_labels == c].mean()), 4)
+                                                   for c in range(NUM_CLASSES)],
+                "diversity": round(float(diversity), 4)}
+
+
+def measure(args, files: dict, images, labels, timing) -> dict:
+    """Per-source figures of ``files`` ({name: (npz path, sheet path)}): counts per class,
+    intended-class share, diversity, probe AUROC, timings.
+
+    The real CNN is trained on the whole generator split; its accuracy is
+    measured on the validation split (never the test split). The probe
+    compares each source with ``--per-class`` real images per class from the
+    generator split.
+    """
+    judge = Judge(args, images, labels)
     result = {
         "real_classifier": {
-            "model": "sklearn LogisticRegression(C=0.1) on raw pixels / 255",
+            "model": "CNN (two conv blocks, one hidden layer; data_tools.synthetic_stats.cnn_classifier)",
             "trained_on": f"generator split, {len(images)} images",
-            "test_accuracy": round(float((clf.predict(pixel_features(test_images)) == test_labels).mean()), 4),
-            "fit_seconds": round(fit_seconds, 1)},
+            "val_accuracy": round(judge.val_accuracy, 4),
+            "fit_seconds": round(judge.fit_seconds, 1)},
         "probe": "held-out AUROC of sklearn StandardScaler + LogisticRegression(C=0.1) on raw pixels, "
                  "real (generator split) vs synthetic, trained on half of each side, scored on the other half",
+        "diversity": "mean within-class pairwise distance of the real CNN's hidden features, synthetic over "
+                     "real (generator split, as many images per class)",
         "sources": {}}
-    rng = np.random.default_rng(args.seed)
-    real_idx = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:args.per_class]
-                               for c in range(NUM_CLASSES)])
-    for key in args.sources:
-        with np.load(outputs[key][0]) as z:
+    real_idx = judge.real_sample(args.per_class)
+    for name, (npz, sheet) in files.items():
+        with np.load(npz) as z:
             bundle = {k: z[k] for k in z.files}
         synth, synth_labels = bundle["images"], bundle["labels"]
-        pred = clf.predict(pixel_features(synth))
-        hit = pred == synth_labels
-        result["sources"][names[key]] = {
-            "file": f"fashion_{names[key]}.npz",
+        result["sources"][name] = {
+            "file": npz.name,
             "generator": str(bundle["generator"]),
             "sampler_steps": int(bundle["steps"]),
             "train_steps": int(bundle["train_steps"]),
             "guidance_scale": float(bundle["guidance_scale"]),
             "images": int(len(synth)),
             "images_per_class": np.bincount(synth_labels, minlength=NUM_CLASSES).tolist(),
-            "intended_class_share": round(float(hit.mean()), 4),
-            "intended_class_share_per_class": [round(float(hit[synth_labels == c].mean()), 4)
-                                               for c in range(NUM_CLASSES)],
+            **judge.measure(synth, synth_labels),
             "probe_auroc": round(probe_auroc(pixel_features(images[real_idx]), pixel_features(synth),
                                              labels[real_idx], synth_labels, args.seed), 4),
             "sample_seconds": float(bundle["sample_seconds"]),
-            "file_mb": round(outputs[key][0].stat().st_size / 1e6, 2)}
-        draw_sheet(outputs[key][1], synth, synth_labels, images, labels, names[key], str(bundle["generator"]))
+            "file_mb": round(npz.stat().st_size / 1e6, 2)}
+        draw_sheet(sheet, synth, synth_labels, images, labels, name, str(bundle["generator"]))
     result["timing_seconds"] = timing
     result["command"] = args.command
     result["machine"] = f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}, " \
@@ -260,21 +303,82 @@ def draw_sheet(path: Path, synth, synth_labels, real, real_labels, name: str, ge
     plt.close(fig)
 
 
-def write_stats(args, names, outputs, images, labels, timing) -> None:
-    """Measure the sources made and merge them into ``--stats`` (other sources' entries are kept)."""
-    result = measure(args, names, outputs, images, labels, timing)
-    old = json.loads(args.stats.read_text()) if args.stats.exists() else {}
-    sources = {**old.get("sources", {}), **result["sources"]}
-    merged = {**old, **result, "sources": dict(sorted(sources.items()))}
-    args.stats.parent.mkdir(parents=True, exist_ok=True)
-    args.stats.write_text(json.dumps(merged, indent=2) + "\n")
-    print(f"real classifier (logistic regression on the generator split): test accuracy "
-          f"{result['real_classifier']['test_accuracy']:.3f}")
+def merge_stats(path: Path, result: dict) -> None:
+    """Merge ``result`` into the JSON file at ``path``: sources and sweeps of other runs are kept."""
+    old = json.loads(path.read_text()) if path.exists() else {}
+    merged = {**old, **result}
+    for key in ("sources", "guidance_sweep"):
+        if key in old or key in result:
+            merged[key] = dict(sorted({**old.get(key, {}), **result.get(key, {})}.items()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(merged, indent=2) + "\n")
+
+
+def write_stats(args, files: dict, images, labels, timing) -> None:
+    """Measure ``files`` ({name: (npz, sheet)}) and merge them into ``--stats``."""
+    result = measure(args, files, images, labels, timing)
+    merge_stats(args.stats, result)
+    print(f"real classifier (CNN on the generator split): validation accuracy "
+          f"{result['real_classifier']['val_accuracy']:.3f}")
     for name, r in result["sources"].items():
         print(f"{name}: {r['images']} images ({r['images_per_class'][0]} per class), intended class "
-              f"{r['intended_class_share']:.3f}, probe AUROC {r['probe_auroc']:.3f}, "
-              f"sampled in {r['sample_seconds']:.0f} s")
-    print(f"wrote {args.stats} and {', '.join(str(outputs[k][1]) for k in args.sources)}")
+              f"{r['intended_class_share']:.3f}, diversity {r['diversity']:.3f}, probe AUROC "
+              f"{r['probe_auroc']:.3f}, sampled in {r['sample_seconds']:.0f} s")
+    print(f"wrote {args.stats} and {', '.join(str(sheet) for _, sheet in files.values())}")
+
+
+# ----------------------------------------------------------- guidance sweep
+SWEEP_SEED_OFFSET = 1000  # sweep images come from seeds no bundled set uses
+
+
+def sweep_guidance(args, unet, scheduler, images, labels) -> dict:
+    """Intended-class share and diversity of each sampler against the guidance scale.
+
+    ``--sweep-per-class`` images per class and scale, drawn from seeds that no
+    bundled set uses and saved nowhere, so the scale is chosen on images that
+    no benchmark run sees. Returns ``{sampler name: {scale: figures}}``.
+    """
+    judge = Judge(args, images, labels)
+    drawn = plan_labels(args.sweep_per_class, args.seed + SWEEP_SEED_OFFSET)
+    out = {}
+    for key in [k for k in ("many", "few") if k in args.sources]:
+        sampler, steps = ("ddim", args.many_steps) if key == "many" else ("dpmsolver", args.few_steps)
+        name = f"{sampler}{steps}"
+        out[name] = {}
+        for scale in args.sweep_guidance:
+            start = time.perf_counter()
+            synth = sample_diffusion(unet, scheduler, drawn, steps=steps, seed=args.seed + SWEEP_SEED_OFFSET,
+                                     batch=args.sample_batch, null_class=NULL_CLASS, guidance_scale=scale,
+                                     sampler=sampler, desc=f"sweep {name} cfg {scale:g}")
+            figures = {**judge.measure(synth, drawn), "images": int(len(synth)),
+                       "sample_seconds": round(time.perf_counter() - start, 1)}
+            out[name][f"{scale:g}"] = figures
+            print(f"{name} guidance {scale:g}: intended class {figures['intended_class_share']:.3f}, "
+                  f"diversity {figures['diversity']:.3f}", flush=True)
+    return out
+
+
+def plot_sweep(path: Path, sweep: dict) -> None:
+    """Intended-class share and diversity against the guidance scale, one line per sampler."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    for name, by_scale in sweep.items():
+        scales = sorted(by_scale, key=float)
+        x = [float(g) for g in scales]
+        axes[0].plot(x, [by_scale[g]["intended_class_share"] for g in scales], "o-", label=name)
+        axes[1].plot(x, [by_scale[g]["diversity"] for g in scales], "o-", label=name)
+    axes[0].axhline(0.85, color="gray", lw=0.8, ls="--")
+    axes[0].set(xlabel="guidance scale", ylabel="intended-class share", title="class fidelity (real CNN)")
+    axes[1].axhline(1.0, color="gray", lw=0.8, ls="--")
+    axes[1].set(xlabel="guidance scale", ylabel="within-class spread / real", title="diversity")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 # ---------------------------------------------------------------------- CLI
@@ -306,6 +410,18 @@ def parse_args(argv=None):
     p.add_argument("--stats-only", action="store_true",
                    help="only measure the existing .npz files of --sources and draw their contact sheets")
     p.add_argument("--no-stats", action="store_true", help="write the .npz files but skip the statistics")
+    p.add_argument("--measure", type=Path, nargs="+", default=[],
+                   help="also measure these .npz files (any name; e.g. a renamed set) into --stats")
+    p.add_argument("--measure-only", action="store_true",
+                   help="with --measure: measure only those files, not the --sources")
+    p.add_argument("--sweep-guidance", default="",
+                   help="comma-separated guidance scales: train (or reload) the diffusion model, then measure the "
+                        "intended-class share and diversity of --sweep-per-class images per class and scale for "
+                        "the diffusion --sources, from seeds no bundled set uses; write them to --stats and "
+                        "--sweep-plot, and nothing else")
+    p.add_argument("--sweep-per-class", type=int, default=30, help="images per class and scale in the sweep")
+    p.add_argument("--sweep-plot", type=Path, default=DEFAULT_SHEET_DIR / "synthetic_fashion_guidance.png",
+                   help="figure of the sweep (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--per-class", type=int, default=400, help="synthetic images per class and source")
     p.add_argument("--max-train-per-class", type=int, default=None,
@@ -339,13 +455,23 @@ def parse_args(argv=None):
         args.channels = tuple(int(v) for v in args.channels.split(","))
     except ValueError:
         p.error(f"--channels must be comma-separated integers, got {args.channels!r}")
+    try:
+        args.sweep_guidance = [float(v) for v in args.sweep_guidance.split(",") if v.strip()]
+    except ValueError:
+        p.error(f"--sweep-guidance must be comma-separated numbers, got {args.sweep_guidance!r}")
+    if any(not (1.0 <= g <= 50.0) for g in args.sweep_guidance) or not (1.0 <= args.guidance_scale <= 50.0):
+        p.error("guidance scales must lie in [1, 50] (1: plain conditional sampling)")
+    if args.sweep_guidance and not {"many", "few"} & set(s.strip() for s in args.sources.split(",")):
+        p.error("--sweep-guidance samples the diffusion model: give --sources many, few or both")
+    if args.measure_only and not args.measure:
+        p.error("--measure-only needs --measure FILE...")
     args.sources = [s.strip() for s in args.sources.split(",") if s.strip()]
     unknown = sorted(set(args.sources) - set(SOURCE_KEYS))
     if unknown or not args.sources:
         p.error(f"--sources takes a comma-separated subset of {','.join(SOURCE_KEYS)}, got {unknown or 'nothing'}")
     if args.train_only and args.stats_only:
         p.error("--train-only and --stats-only exclude each other")
-    for name in ("per_class", "batch_size", "gan_batch_size", "diffusion_train_steps", "many_steps", "few_steps",
+    for name in ("sweep_per_class", "per_class", "batch_size", "gan_batch_size", "diffusion_train_steps", "many_steps", "few_steps",
                  "gan_train_steps", "sample_batch", "threads"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -356,15 +482,20 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     names = source_names(args)
     outputs = {k: (npz_path(args.out_dir, names[k]), sheet_path(args.sheet_dir, names[k])) for k in args.sources}
+    if args.measure_only or args.sweep_guidance:
+        outputs = {}  # writes no source
     if not args.train_only and not args.overwrite:
-        existing = [str(p) for k in args.sources for p in outputs[k] if p.exists()
+        existing = [str(p) for k in outputs for p in outputs[k] if p.exists()
                     and not (args.stats_only and p.suffix == ".npz")]
         if existing:
             return report(f"{', '.join(existing)} already exists; pass --overwrite to replace it")
     if args.stats_only:
-        missing = [str(outputs[k][0]) for k in args.sources if not outputs[k][0].exists()]
+        missing = [str(outputs[k][0]) for k in outputs if not outputs[k][0].exists()]
         if missing:
             return report(f"{', '.join(missing)} missing; run without --stats-only to make it")
+    missing = [str(path) for path in args.measure if not path.is_file()]
+    if missing:
+        return report(f"--measure: {', '.join(missing)} is not a file; give .npz files written by this script")
 
     torch.set_num_threads(args.threads)
     images, labels = load_generator_split(args.data_dir, args.max_train_per_class)
@@ -372,7 +503,7 @@ def main(argv=None) -> int:
           f"(disjoint from the SSL pool and the test split); {torch.get_num_threads()} torch threads", flush=True)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     timing = {}
-    if not args.stats_only:
+    if not (args.stats_only or args.measure_only):
         models = {}
         if {"many", "few"} & set(args.sources):
             unet, scheduler, info = diffusion_model(args, images, labels)
@@ -381,6 +512,19 @@ def main(argv=None) -> int:
                   flush=True)
             models.update(many=(unet, scheduler), few=(unet, scheduler))
             timing["diffusion_train_seconds_this_run"] = round(info["train_seconds_this_run"], 1)
+            history = info["loss_history"]
+            if history:
+                print(f"diffusion loss, mean of each {info['loss_every']} steps: "
+                      + " ".join(f"{v:.4f}" for v in history), flush=True)
+            if args.sweep_guidance:
+                sweep = sweep_guidance(args, unet, scheduler, images, labels)
+                merge_stats(args.stats, {"guidance_sweep": sweep, "diffusion_training": {
+                    "train_steps": args.diffusion_train_steps, "batch_size": args.batch_size,
+                    "channels": list(args.channels), "params": info["params"],
+                    "loss_every": info["loss_every"], "loss_history": history}})
+                plot_sweep(args.sweep_plot, json.loads(args.stats.read_text())["guidance_sweep"])
+                print(f"wrote the sweep to {args.stats} and {args.sweep_plot}")
+                return 0
         if "gan" in args.sources:
             gen_net, info = gan_model(args, images, labels)
             print(f"conditional DCGAN generator {info['params'] / 1e6:.2f}M params: trained "
@@ -397,7 +541,11 @@ def main(argv=None) -> int:
                   f"sampled in {seconds:.0f} s)", flush=True)
     if args.no_stats:
         return 0
-    write_stats(args, names, outputs, images, labels, timing)
+    files = {names[k]: outputs[k] for k in outputs}
+    for path in args.measure:
+        name = path.stem[len("fashion_"):] if path.stem.startswith("fashion_") else path.stem
+        files[name] = (path, sheet_path(args.sheet_dir, name))
+    write_stats(args, files, images, labels, timing)
     return 0
 
 
