@@ -302,6 +302,24 @@ def mean_std(values):
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0), len(values)
 
 
+def mean_interval(values, level=0.95):
+    """``(mean, low, high, n)``: Student's t-interval of the mean of the finite values.
+
+    With fewer than two values the interval is undefined (NaN bounds).
+    """
+    from scipy import stats as scipy_stats
+
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    n = len(values)
+    if not n:
+        return math.nan, math.nan, math.nan, 0
+    mean = statistics.fmean(values)
+    if n < 2:
+        return mean, math.nan, math.nan, 1
+    half = scipy_stats.t.ppf(0.5 + level / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
+    return mean, mean - half, mean + half, n
+
+
 def _int(value, default=-1):
     try:
         return int(value)
@@ -366,8 +384,8 @@ def markdown_table(stats, dataset, lower_is_better, digits=2):
     return "\n".join(lines)
 
 
-def _paired(rows, key, transform, partner):
-    """``{(label, dataset, num_labels, alpha): (mean, std, n)}`` of run minus its partner run, over seeds.
+def _paired(rows, key, transform, partner, summary=mean_std):
+    """``{(label, dataset, num_labels, alpha): summary(differences)}`` of run minus its partner run, over seeds.
 
     ``partner(label, dataset, num_labels, alpha, seed)`` names the run a run is
     compared with (the same tuple layout), or None for runs left out.
@@ -384,26 +402,58 @@ def _paired(rows, key, transform, partner):
         other = partner(*run)
         if other is not None and other in values:
             groups[run[:4]].append(value - values[other])
-    return {k: mean_std(v) for k, v in groups.items()}
+    return {k: summary(v) for k, v in groups.items()}
 
 
-def paired_differences(rows, key, transform, reference="fixmatch"):
+def paired_differences(rows, key, transform, reference="fixmatch", summary=mean_interval):
     """Each method minus ``reference`` at the same seed, label count and alpha (the same labeled split).
 
-    The split's large seed-to-seed effect cancels; labels without a partner run are left out.
+    The split's large seed-to-seed effect cancels; labels without a partner run
+    are left out. Summarised by ``summary`` (default: mean and 95% t-interval).
     """
     return _paired(rows, key, transform,
                    lambda label, dataset, n, alpha, seed: None if label == reference
-                   else (reference, dataset, n, alpha, seed))
+                   else (reference, dataset, n, alpha, seed), summary)
 
 
-def contamination_effects(rows, key, transform):
+def contamination_effects(rows, key, transform, summary=mean_interval):
     """Each method at alpha > 0 minus the same method at alpha 0, same seed and label count.
 
     What contamination does to a method, with the labeled split's effect cancelled.
     """
     return _paired(rows, key, transform,
-                   lambda label, dataset, n, alpha, seed: None if alpha == 0 else (label, dataset, n, 0.0, seed))
+                   lambda label, dataset, n, alpha, seed: None if alpha == 0 else (label, dataset, n, 0.0, seed),
+                   summary)
+
+
+def resolved(interval):
+    """True when a ``(mean, low, high, n)`` t-interval excludes 0."""
+    _, low, high, _ = interval
+    return not (math.isnan(low) or math.isnan(high)) and (low > 0 or high < 0)
+
+
+def interval_table(stats, dataset, digits=2):
+    """A markdown table of paired differences: ``mean [low, high]`` per cell, ``*`` where the interval excludes 0."""
+    cols = sorted({(k[2], k[3]) for k in stats if k[1] == dataset})
+    labels = _label_order({k[0] for k in stats if k[1] == dataset})
+    if not cols:
+        return ""
+    lines = ["| algorithm | " + " | ".join(f"{n} labels, α={generate.alpha_tag(a)}" for n, a in cols) + " |",
+             "|" + " --- |" * (len(cols) + 1)]
+    for lab in labels:
+        cells = []
+        for col in cols:
+            s = stats.get((lab, dataset) + col)
+            if s is None or math.isnan(s[0]):
+                cells.append("–")
+                continue
+            mean, low, high, n = s
+            text = f"{mean:+.{digits}f}"
+            if n > 1:
+                text += f" [{low:+.{digits}f}, {high:+.{digits}f}]" + ("*" if resolved(s) else "")
+            cells.append(text + f" (n={n})")
+        lines.append(f"| {lab} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def source_auroc_stats(rows):
@@ -486,19 +536,20 @@ def write_markdown(rows, path, metric, excluded):
             table = markdown_table(stats, dataset, lower)
             if table:
                 parts += [f"## {name}: {title} {'error' if lower else 'accuracy'}", "", table, ""]
-        for title, key in (("best", "best_acc"), ("final", "final_acc")):
-            table = markdown_table(paired_differences(rows, key, transform), dataset, lower)
+        for title, key in (("final", "final_acc"), ("best", "best_acc")):
+            table = interval_table(paired_differences(rows, key, transform), dataset)
             if table:
                 parts += [f"## {name}: {title} {'error' if lower else 'accuracy'}, paired difference to FixMatch",
-                          "", table, "", "Cells: mean ± sample std over seeds of (method − FixMatch) in points, "
-                          "each difference taken at the same seed, label count and alpha (the same labeled "
-                          "split, so its seed-to-seed effect cancels).", ""]
-        table = markdown_table(contamination_effects(rows, "final_acc", transform), dataset, lower)
+                          "", table, "", "Cells: mean over seeds of (method − FixMatch) in points, each difference "
+                          "taken at the same seed, label count and alpha (the same labeled split, so its "
+                          "seed-to-seed effect cancels), with its 95% Student-t interval over seeds; `*` marks "
+                          "a difference whose interval excludes 0 (resolved at this n).", ""]
+        table = interval_table(contamination_effects(rows, "final_acc", transform), dataset)
         if table:
             parts += [f"## {name}: final {'error' if lower else 'accuracy'}, contamination effect (α − α=0)",
-                      "", table, "", "Cells: mean ± sample std over seeds of (the method at α − the same method "
-                      "at α=0) in points, at the same seed and label count; negative accuracy differences "
-                      "mean contamination hurt.", ""]
+                      "", table, "", "Cells: mean over seeds of (the method at α − the same method at α=0) in "
+                      "points, at the same seed and label count, with its 95% t-interval; `*`: the interval "
+                      "excludes 0. Negative accuracy differences mean contamination hurt.", ""]
         table = markdown_table({k: v for k, v in auroc.items()}, dataset, lower_is_better=False, digits=3)
         if table:
             parts += [f"## {name}: detector AUROC (synthetic vs real unlabeled, last evaluation)", "", table, ""]

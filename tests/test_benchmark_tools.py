@@ -337,26 +337,49 @@ def test_report_tables(fake_runs, tmp_path):
     _, gan = _table(md, "digits (embedded): detector AUROC, source gan vs real")
     assert "0.800 ± 0.000" in gan["rsmatch_filter"]
     # Paired differences: rsmatch_filter minus fixmatch at the same seed (final: -1, -1, -1 at alpha 0;
-    # +10, +6, +11 at alpha 1), so the seed spread of each method (2 points) cancels.
+    # +10, +6, +11 at alpha 1), so the seed spread of each method (2 points) cancels; 95% t-intervals
+    # (t = 4.303 at 2 degrees of freedom; half-width 4.303 * sqrt(7) / sqrt(3) = 6.57 at alpha 1).
     header, paired = _table(md, "digits (embedded): final accuracy, paired difference to FixMatch")
     assert header == "| algorithm | 40 labels, α=0 | 40 labels, α=1 |"
-    diffs = [10.0, 6.0, 11.0]
-    assert paired["rsmatch_filter"].split(" | ")[1] == "**-1.00 ± 0.00**"
-    assert paired["rsmatch_filter"].split(" | ")[2].startswith(
-        f"**{_cell(statistics.fmean(diffs), statistics.stdev(diffs))}**")
+    assert paired["rsmatch_filter"] == ("| rsmatch_filter | -1.00 [-1.00, -1.00]* (n=3) "
+                                        "| +9.00 [+2.43, +15.57]* (n=3) |")
     assert "fixmatch" not in paired
-    # The resumed rsmatch run (seed 0, alpha 1) pairs with fixmatch seed 0: 55 - 60.
-    assert "-5.00 (n=1)" in paired["rsmatch"]
+    # The resumed rsmatch run (seed 0, alpha 1) pairs with fixmatch seed 0: 55 - 60; one seed, no interval.
+    assert paired["rsmatch"].endswith("| -5.00 (n=1) |")
     _, paired_best = _table(md, "digits (embedded): best accuracy, paired difference to FixMatch")
-    assert paired_best["rsmatch_filter"].split(" | ")[1] == "**-1.00 ± 0.00**"
+    assert paired_best["rsmatch_filter"].split(" | ")[1] == "-1.00 [-1.00, -1.00]* (n=3)"
     # Contamination effect: each method at alpha 1 minus itself at alpha 0, same seed (fixmatch: -20, -16,
     # -21; rsmatch_filter: -9 each); the rsmatch run has no alpha-0 partner and is left out.
     header, effect = _table(md, "digits (embedded): final accuracy, contamination effect (α − α=0)")
     assert header == "| algorithm | 40 labels, α=1 |"
-    fix = [-20.0, -16.0, -21.0]
-    assert effect["fixmatch"] == f"| fixmatch | {_cell(statistics.fmean(fix), statistics.stdev(fix))} |"
-    assert effect["rsmatch_filter"] == "| rsmatch_filter | **-9.00 ± 0.00** |"
+    assert effect["fixmatch"] == "| fixmatch | -19.00 [-25.57, -12.43]* (n=3) |"
+    assert effect["rsmatch_filter"] == "| rsmatch_filter | -9.00 [-9.00, -9.00]* (n=3) |"
     assert "rsmatch" not in effect
+
+
+def test_paired_table_gives_t_intervals_and_marks_only_resolved_differences(tmp_path):
+    """A crafted runs.csv: five seeds, differences to FixMatch known by hand."""
+    import csv
+
+    fix = [0.70, 0.72, 0.74, 0.76, 0.78]
+    diffs = {"rsmatch": [1, 2, 0, 1, 1], "rsmatch_filter": [1, -1, 2, -2, 0]}  # points
+    path = tmp_path / "runs.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=report.CSV_FIELDS)
+        writer.writeheader()
+        for label, accs in [("fixmatch", fix)] + [(k, [a + d / 100 for a, d in zip(fix, v)]) for k, v in diffs.items()]:
+            for seed, acc in enumerate(accs):
+                writer.writerow({"label": label, "algorithm": label.split("_")[0], "dataset": "fashion_mnist",
+                                 "num_labels": 40, "alpha": 1.0, "seed": seed, "best_acc": acc, "final_acc": acc,
+                                 "finished": True, "save_name": f"{label}_fashion_mnist_40_alpha1_{seed}"})
+    out = tmp_path / "report"
+    assert report.main(["--results", str(path), "--out", str(out)]) == 0
+    _, paired = _table((out / "tables.md").read_text(), "Fashion-MNIST: final accuracy, paired difference to FixMatch")
+    # rsmatch: mean 1, sd sqrt(0.5), t(0.975, 4) = 2.776: half-width 0.878, the interval excludes 0.
+    assert paired["rsmatch"] == "| rsmatch | +1.00 [+0.12, +1.88]* (n=5) |"
+    # rsmatch_filter: mean 0, sd sqrt(2.5): half-width 1.963, not resolved (no mark).
+    assert paired["rsmatch_filter"] == "| rsmatch_filter | +0.00 [-1.96, +1.96] (n=5) |"
+    assert report.resolved(report.mean_interval([1, 2, 0, 1, 1])) and not report.resolved(report.mean_interval([3]))
 
 
 @pytest.mark.parametrize("line", [
