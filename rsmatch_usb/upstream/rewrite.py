@@ -14,7 +14,7 @@ import re
 import sys
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from .manifest import MODULES, SUBSTITUTES
+from . import manifest
 
 TARGET_PACKAGE = "semilearn.algorithms.rsmatch"
 PLUGIN_ROOTS = ("rsmatch_usb", "data_tools")
@@ -42,7 +42,7 @@ def _absolute(node: ast.ImportFrom, package: str) -> str:
 
 def exported_name(module: str) -> Optional[str]:
     """The exported module of a plugin module, relative to the exported package ('' for the package), or None."""
-    filename = MODULES.get(module)
+    filename = manifest.MODULES.get(module)
     if filename is None:
         return None
     stem = filename[:-len(".py")]
@@ -65,7 +65,7 @@ def _rewrite_from(node: ast.ImportFrom, package: str, origin: str,
         return None
     kept = []
     for alias in node.names:
-        replacement = SUBSTITUTES.get((module, alias.name))
+        replacement = manifest.SUBSTITUTES.get((module, alias.name))
         if replacement is None:
             kept.append(alias)
         else:
