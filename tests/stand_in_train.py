@@ -14,6 +14,7 @@ import os
 import random
 
 import numpy as np
+import semilearn
 import torch
 from semilearn.algorithms import get_algorithm, name2alg
 from semilearn.algorithms.utils import str2bool
@@ -64,6 +65,7 @@ def main_worker(gpu, ngpus_per_node, args):
     algorithm.model = send_model_cuda(args, algorithm.model)
     algorithm.ema_model = send_model_cuda(args, algorithm.ema_model, clip_batch=False)
     logger.info(f"Arguments: {algorithm.args}")
+    logger.info(f"semilearn imported from {os.path.dirname(semilearn.__file__)}")
     algorithm.train()
     logging.warning(f"GPU {args.rank} training is FINISHED")
 
