@@ -18,10 +18,12 @@ from semilearn.algorithms.utils import str2bool
 
 from .errors import UserError
 
-# Keys that semilearn 0.3.2's own config/ files set but neither its train.py nor
-# any algorithm's get_argument() defines (USB ignores them): accepted, so every
-# USB config loads unchanged.
-USB_UNPARSED_KEYS = frozenset({"clip", "dist_align_target", "simis_la"})
+# Keys that USB's own config/ files set but neither its train.py nor any
+# algorithm's get_argument() defines: accepted, so every USB config loads
+# unchanged. semilearn 0.3.2 ignores all three of its own; USB's main branch adds
+# use_epass (which its CoMatch and SimMatch read from the file alone) and
+# use_refix (read by nothing).
+USB_UNPARSED_KEYS = frozenset({"clip", "dist_align_target", "simis_la", "use_epass", "use_refix"})
 
 
 def load_yaml(path):

@@ -68,3 +68,12 @@ def test_dataset_builds_against_usb_mains_signature(tmp_path):
     assert found["strong_ops"] == [3] and found["medium_ops"] == [1]
     assert found["sample"]["x_ulb_s"] == [3, 16, 16] and found["sample"]["x_ulb_w"] == [3, 16, 16]
     assert found["lengths"] == [40, 2694, 450]
+
+
+def test_keys_of_usb_mains_configs_are_known():
+    """USB main's configs set use_epass (its CoMatch and SimMatch read it) and use_refix, which no parser defines."""
+    from rsmatch_usb.config import base_parser, check_keys, known_keys
+
+    check_keys({"use_epass": False, "use_refix": False, "clip": 0.0}, known_keys(base_parser()), "config file x")
+    with pytest.raises(Exception, match="use_epas "):
+        check_keys({"use_epas": False}, known_keys(base_parser()), "config file x")
