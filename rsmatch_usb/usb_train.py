@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
-import torch
+import torch.multiprocessing
 
 from data_tools import config_files
 
@@ -169,7 +169,6 @@ def _installed_worker(index: int, fn: Callable, device: str, args: tuple) -> Non
 
 def install(device: str) -> None:
     """Install into semilearn what ``rsmatch-train`` has, for USB's train.py on ``device`` ('cpu' or 'cuda')."""
-    import torch.multiprocessing
     import semilearn.core.utils as usb_utils
 
     import rsmatch_usb  # noqa: F401  (registers the plugin's algorithms)

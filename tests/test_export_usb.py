@@ -101,8 +101,8 @@ def test_pull_request_text_goes_to_stdout_and_matches_the_template_in_the_docs(e
     assert "python train.py --c config/classic_cv/rsmatch/rsmatch_cifar10_40_0.yaml" in captured.out
     # docs/upstream.md shows the template the text is made from, verbatim.
     docs = Path(REPO, "docs", "upstream.md").read_text()
-    shown = re.search(r"<!-- pull-request template: begin -->\n```markdown\n(.*?)```\n<!-- pull-request template: end -->",
-                      docs, re.S)
+    shown = re.search(r"<!-- pull-request template: begin -->\n```markdown\n(.*?)```\n"
+                      r"<!-- pull-request template: end -->", docs, re.S)
     assert shown and shown.group(1) == export_usb.PULL_REQUEST.read_text()
 
 
@@ -138,7 +138,8 @@ def test_export_carries_no_command_line_error_module(exported):
 
 
 @pytest.mark.xfail(strict=True, reason="today's rsmatch.py and hooks.py import the plugin-only diagnostics "
-                                       "(origin, fingerprints); issue 25's split moves them out of the exported modules")
+                                       "(origin, fingerprints); issue 25's split moves them out of the exported "
+                                       "modules")
 def test_export_carries_no_plugin_only_helpers(exported):
     root, _, _ = exported
     plugin_only = {"fingerprint", "log_fingerprint", "unlabeled_origin", "auroc_by_source", "SyntheticAUROCHook"}

@@ -56,8 +56,8 @@ def usb_tree(root: Path, main_shaped: bool = True) -> Path:
     datasetbase = root / DATASETBASE
     _replace_once(datasetbase, "                 strong_transform=None,\n",
                   "                 medium_transform=None,\n                 strong_transform=None,\n")
-    _replace_once(datasetbase, "        self.strong_transform = strong_transform\n",
-                  "        self.strong_transform = strong_transform\n        self.medium_transform = medium_transform\n")
+    stored = "        self.strong_transform = strong_transform\n"
+    _replace_once(datasetbase, stored, stored + "        self.medium_transform = medium_transform\n")
     return root
 
 
