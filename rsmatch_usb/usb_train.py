@@ -149,6 +149,10 @@ def over_write_args_from_file(device: str) -> Callable:
 
 def _spawn_with_plugin(spawn: Callable, device: str) -> Callable:
     """``torch.multiprocessing.spawn`` whose processes install the plugin before running train.py's worker."""
+    # By its importable name: under ``python -m`` this file runs as __main__, which in the
+    # parent is train.py while it runs, so a worker found there could not be pickled.
+    from rsmatch_usb.usb_train import _installed_worker
+
     def spawn_installed(fn, args=(), nprocs=1, join=True, daemon=False, start_method="spawn"):
         return spawn(_installed_worker, args=(fn, device, args), nprocs=nprocs, join=join, daemon=daemon,
                      start_method=start_method)

@@ -3,9 +3,11 @@
 It knows nothing of rsmatch-usb, as USB's script does not. ``get_config``
 parses USB's flags, calls semilearn's ``over_write_args_from_file`` after each
 parse and adds the algorithm's ``get_argument()`` from ``name2alg``; the run
-picks its logging process by ``rank % torch.cuda.device_count()``, builds the
-net with semilearn's ``get_net_builder``, the algorithm with ``get_algorithm``,
-places both models with ``send_model_cuda`` and trains. Tests copy it to a
+picks its logging process by ``rank % torch.cuda.device_count()`` and, with
+``multiprocessing_distributed``, starts one process per device with
+``torch.multiprocessing.spawn``; each builds the net with semilearn's
+``get_net_builder``, the algorithm with ``get_algorithm``, places both models
+with ``send_model_cuda`` and trains. Tests copy it to a
 folder as ``train.py`` and run it with ``rsmatch-usb-train``.
 """
 import argparse
@@ -16,6 +18,8 @@ import random
 import numpy as np
 import semilearn
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from semilearn.algorithms import get_algorithm, name2alg
 from semilearn.algorithms.utils import str2bool
 from semilearn.core.utils import get_logger, get_net_builder, over_write_args_from_file, send_model_cuda
@@ -56,6 +60,10 @@ def get_config():
 
 def main_worker(gpu, ngpus_per_node, args):
     args.gpu = gpu
+    if args.distributed:
+        args.rank = args.rank * ngpus_per_node + gpu
+        dist.init_process_group(backend=args.dist_backend, init_method=args.dist_url, world_size=args.world_size,
+                                rank=args.rank)
     random.seed(args.seed)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
@@ -73,4 +81,10 @@ def main_worker(gpu, ngpus_per_node, args):
 if __name__ == "__main__":
     config = get_config()
     config.distributed = config.world_size > 1 or config.multiprocessing_distributed
-    main_worker(config.gpu, torch.cuda.device_count(), config)
+    ngpus = torch.cuda.device_count()
+    if config.multiprocessing_distributed:
+        config.world_size *= ngpus
+        config.dist_url = f"tcp://127.0.0.1:{29500 + os.getpid() % 1000}"
+        mp.spawn(main_worker, nprocs=ngpus, args=(ngpus, config))
+    else:
+        main_worker(config.gpu, ngpus, config)

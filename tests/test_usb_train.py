@@ -121,3 +121,18 @@ def test_restart_is_refused_when_the_checkouts_semilearn_cannot_come_first(tmp_p
     monkeypatch.setenv("RSMATCH_USB_TRAIN_SEMILEARN", str((root / "semilearn").resolve()))
     _fails_cleanly(capsys, [str(script)], tmp_path / "none", "is not the semilearn Python imports")
     assert os.environ["RSMATCH_USB_TRAIN_SEMILEARN"] == str((root / "semilearn").resolve())
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(600)
+def test_multiprocessing_distributed_workers_install_the_plugin(tmp_path):
+    """train.py's mp.spawn workers are fresh processes: they get rsmatch and the CPU runtime too (gloo on CPU)."""
+    script = _script(tmp_path / "usb")
+    cfg = _rsmatch_config(tmp_path, multiprocessing_distributed=True)
+    done = subprocess.run([sys.executable, "-m", "rsmatch_usb.usb_train", str(script), "--c",
+                           write_config(tmp_path, cfg)], cwd=REPO, capture_output=True, text=True, timeout=540)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = Path(cfg["save_dir"], cfg["save_name"], "log.txt").read_text()
+    assert "distributed=True" in log and "dist_backend='gloo'" in log and "multiprocessing_distributed=True" in log
+    assert "RSMatch detector:" in log
+    assert _checkpoint(Path(cfg["save_dir"], cfg["save_name"]))["it"] == 2
