@@ -28,6 +28,7 @@ import argparse
 import os
 import runpy
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
@@ -105,14 +106,16 @@ def config_values(flags: List[str]) -> dict:
 
 
 def resolve_device(values: dict) -> str:
-    """The run's device from the config's ``device`` key, as ``rsmatch-train`` resolves it."""
+    """The run's device from the config's ``device`` key, as ``rsmatch-train`` resolves it.
+
+    Only the file's own keys ask for a GPU: train.py's default ``dist_backend`` is nccl.
+    """
+    from .train import gpu_request
+
     gpu = values.get("gpu")
-    requests = [f"gpu: {gpu}"] if gpu not in (None, "None", "none", "") else []
-    if values.get("dist_backend") == "nccl":
-        requests.append("dist_backend: nccl")
-    if values.get("amp") is True:
-        requests.append("amp: True")
-    return runtime.resolve_device(values.get("device", "auto"), gpu_request=requests)
+    asked = argparse.Namespace(gpu=None if gpu in (None, "None", "none", "") else gpu,
+                               dist_backend=values.get("dist_backend"), amp=values.get("amp") is True)
+    return runtime.resolve_device(values.get("device", "auto"), gpu_request=gpu_request(asked))
 
 
 def over_write_args_from_file(device: str) -> Callable:
@@ -140,6 +143,8 @@ def over_write_args_from_file(device: str) -> Callable:
         get_net_builder(args.net, args.net_from_name)
         mixing.synthetic_settings(args, args.dataset)
         if device == "cpu":
+            if args.amp:
+                warnings.warn("amp: mixed precision needs CUDA; training in fp32 on CPU")
             args.gpu = None
             args.amp = False
             if args.dist_backend == "nccl":
