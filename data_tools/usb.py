@@ -15,7 +15,7 @@ from semilearn.datasets.cv_datasets.datasetbase import BasicDataset
 from torchvision import transforms
 
 from .errors import UserError
-from . import mixing
+from . import mixing, usb_api
 from .sources import REAL_SOURCES
 
 # Datasets semilearn 0.3.2 builds itself (its get_dataset returns None otherwise).
@@ -85,9 +85,11 @@ class RSSLDataset(BasicDataset):
     step only the keys in its signature, so no algorithm trains on them.
     """
 
-    def __init__(self, alg, image_set, num_classes, transform, is_ulb=False, strong_transform=None):
-        super().__init__(alg, image_set, image_set.labels, num_classes, transform, is_ulb,
-                         strong_transform, False)
+    def __init__(self, alg, image_set, num_classes, transform, is_ulb=False, strong_transform=None,
+                 medium_transform=None):
+        super().__init__(**usb_api.basic_dataset_arguments(
+            alg, image_set, image_set.labels, num_classes, transform, is_ulb=is_ulb,
+            strong_transform=strong_transform, medium_transform=medium_transform))
 
     def __sample__(self, idx):
         return self.data.load(idx), int(self.targets[idx])
@@ -100,15 +102,18 @@ class RSSLDataset(BasicDataset):
         return sample
 
 
-def build_transforms(img_size, crop_ratio, mean, std, style="classic"):
+def build_transforms(img_size, crop_ratio, mean, std, style="classic", strong_ops=None):
     """USB's weak, strong and eval transforms.
 
     ``classic``: semilearn's CIFAR/SVHN/STL-10 pipeline (RandAugment(3, 5));
     ``imagenet``: its ImageNet pipeline (RandAugment(3, 10), center-crop eval).
     Each starts by resizing to a square, which also brings synthetic images of
     another size to the real data's size (``Resize(s)`` of USB's classic
-    pipeline equals ``Resize((s, s))`` on its square images).
+    pipeline equals ``Resize((s, s))`` on its square images). ``strong_ops``
+    replaces RandAugment's 3 operations of the strong view: USB main's medium
+    view is that pipeline with one.
     """
+    ops = 3 if strong_ops is None else strong_ops
     normalize = [transforms.ToTensor(), transforms.Normalize(mean, std)]
     if style == "imagenet":
         outer = int(math.floor(img_size / crop_ratio))
@@ -117,7 +122,7 @@ def build_transforms(img_size, crop_ratio, mean, std, style="classic"):
             transforms.RandomHorizontalFlip(), *normalize])
         strong = transforms.Compose([
             transforms.Resize((outer, outer)), RandomResizedCropAndInterpolation((img_size, img_size)),
-            transforms.RandomHorizontalFlip(), RandAugment(3, 10), *normalize])
+            transforms.RandomHorizontalFlip(), RandAugment(ops, 10), *normalize])
         evaluation = transforms.Compose([
             transforms.Resize(outer), transforms.CenterCrop(img_size), *normalize])
         return weak, strong, evaluation
@@ -131,7 +136,7 @@ def build_transforms(img_size, crop_ratio, mean, std, style="classic"):
         transforms.Resize((img_size, img_size)),
         transforms.RandomCrop(img_size, padding=pad, padding_mode="reflect"),
         transforms.RandomHorizontalFlip(),
-        RandAugment(3, 5),
+        RandAugment(ops, 5),
         *normalize])
     evaluation = transforms.Compose([transforms.Resize((img_size, img_size)), *normalize])
     return weak, strong, evaluation
@@ -148,11 +153,13 @@ def get_dataset(args, algorithm, dataset, num_labels, num_classes, data_dir="./d
     lb_set, ulb_set, eval_set = build_datasets(args, algorithm, dataset, num_labels, num_classes, data_dir,
                                                include_lb_to_ulb)
     source = REAL_SOURCES[dataset]
-    weak, strong, evaluation = build_transforms(args.img_size, args.crop_ratio, source.mean, source.std,
-                                                source.transforms)
+    style = (args.img_size, args.crop_ratio, source.mean, source.std, source.transforms)
+    weak, strong, evaluation = build_transforms(*style)
+    # USB main's SequenceMatch also trains on a medium view; 0.3.2's datasets have none.
+    medium = build_transforms(*style, strong_ops=1)[1] if usb_api.TAKES_MEDIUM_TRANSFORM else None
     return {
         "train_lb": RSSLDataset(algorithm, lb_set, num_classes, weak, False, strong),
-        "train_ulb": RSSLDataset(algorithm, ulb_set, num_classes, weak, True, strong),
+        "train_ulb": RSSLDataset(algorithm, ulb_set, num_classes, weak, True, strong, medium),
         "eval": RSSLDataset(algorithm, eval_set, num_classes, evaluation),
         "test": None,
     }

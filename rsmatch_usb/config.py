@@ -18,10 +18,12 @@ from semilearn.algorithms.utils import str2bool
 
 from .errors import UserError
 
-# Keys that semilearn 0.3.2's own config/ files set but neither its train.py nor
-# any algorithm's get_argument() defines (USB ignores them): accepted, so every
-# USB config loads unchanged.
-USB_UNPARSED_KEYS = frozenset({"clip", "dist_align_target", "simis_la"})
+# Keys that USB's own config/ files set but neither its train.py nor any
+# algorithm's get_argument() defines: accepted, so every USB config loads
+# unchanged. semilearn 0.3.2 ignores all three of its own; USB's main branch adds
+# use_epass (which its CoMatch and SimMatch read from the file alone) and
+# use_refix (read by nothing).
+USB_UNPARSED_KEYS = frozenset({"clip", "dist_align_target", "simis_la", "use_epass", "use_refix"})
 
 
 def load_yaml(path):
@@ -145,10 +147,27 @@ def check_leftover_argv(leftover, known):
     raise UserError(f"unknown flag {word.split('=', 1)[0]}{hint}; see rsmatch-train --help")
 
 
-def get_config(argv=None):
-    """Parse ``argv`` the way USB's train.py does, including ``get_argument()`` of the algorithm."""
+def algorithm_arguments(algorithm, imb_algorithm=None):
+    """The ``get_argument()`` list of ``algorithm`` (and of ``imb_algorithm``); an unknown name is a UserError.
+
+    Whatever the installed semilearn registered counts (USB main's extra algorithms too).
+    """
     from semilearn.core.utils import ALGORITHMS, IMB_ALGORITHMS
 
+    if algorithm not in ALGORITHMS:
+        raise UserError(f"algorithm: unknown algorithm {algorithm!r}; use one of: "
+                        f"{', '.join(sorted(ALGORITHMS.keys()))}")
+    extra = list(ALGORITHMS[algorithm].get_argument())
+    if imb_algorithm not in (None, "None"):
+        if imb_algorithm not in IMB_ALGORITHMS:
+            raise UserError(f"imb_algorithm: unknown {imb_algorithm!r}; use one of: "
+                            f"{', '.join(sorted(IMB_ALGORITHMS.keys()))}")
+        extra += list(IMB_ALGORITHMS[imb_algorithm].get_argument())
+    return extra
+
+
+def get_config(argv=None):
+    """Parse ``argv`` the way USB's train.py does, including ``get_argument()`` of the algorithm."""
     import rsmatch_usb  # noqa: F401  (registers the plugin's algorithms)
 
     parser = base_parser()
@@ -157,15 +176,7 @@ def get_config(argv=None):
     parser.set_defaults(**file_values)
     pre, _ = parser.parse_known_args(argv)
 
-    if pre.algorithm not in ALGORITHMS:
-        raise UserError(f"algorithm: unknown algorithm {pre.algorithm!r}; use one of: "
-                        f"{', '.join(sorted(ALGORITHMS.keys()))}")
-    extra = list(ALGORITHMS[pre.algorithm].get_argument())
-    if pre.imb_algorithm not in (None, "None"):
-        if pre.imb_algorithm not in IMB_ALGORITHMS:
-            raise UserError(f"imb_algorithm: unknown {pre.imb_algorithm!r}; use one of: "
-                            f"{', '.join(sorted(IMB_ALGORITHMS.keys()))}")
-        extra += list(IMB_ALGORITHMS[pre.imb_algorithm].get_argument())
+    extra = algorithm_arguments(pre.algorithm, pre.imb_algorithm)
     known = {a.dest for a in parser._actions}
     for argument in extra:
         if argument.name.lstrip("-").replace("-", "_") not in known:

@@ -242,6 +242,33 @@ def activate_cpu():
     _patch(algorithmbase, "GradScaler", _grad_scaler_factory("cpu"))
 
 
+def _send_model_cpu(args, model, clip_batch=True):
+    """semilearn's ``send_model_cuda`` for a model that stays on the CPU (DDP over gloo when distributed)."""
+    if args.distributed:
+        # SyncBatchNorm is CUDA-only; on CPU each rank keeps its own BN statistics.
+        return torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False, find_unused_parameters=True)
+    return model
+
+
+def activate_script_cpu():
+    """What USB's own train.py needs on the CPU beyond :func:`activate_cpu` (``rsmatch-usb-train``); idempotent.
+
+    Its main_worker picks the logging process by ``rank % torch.cuda.device_count()``,
+    a ZeroDivisionError without a GPU: the CPU counts as one device per process
+    (as the train command's ``procs_per_node``). Its ``send_model_cuda`` stops
+    with "ONLY GPU TRAINING IS SUPPORTED": the model stays on the CPU instead.
+    """
+    import semilearn.core.utils as usb_utils
+
+    _patch(torch.cuda, "device_count", lambda: 1)
+    _patch(usb_utils, "send_model_cuda", _send_model_cpu)
+
+
+def patch(owner, name, value):
+    """Replace ``owner.name`` with ``value`` until :func:`deactivate` (a launcher's own hooks into semilearn)."""
+    _patch(owner, name, value)
+
+
 def deactivate():
     """Undo :func:`activate` (used by tests that run several configs in one process)."""
     for (owner, name), value in _ORIGINALS.items():

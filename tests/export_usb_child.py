@@ -1,8 +1,8 @@
-"""Run by test_export_usb in a fresh process: USB with the RSMatch export overlaid, and no plugin.
+"""Run by test_export_usb in a fresh process: USB with the RSMatch export applied, and no plugin.
 
 Usage: python export_usb_child.py USB_ROOT CONFIG RUNTIME_PY SAVE_DIR
 
-USB_ROOT holds a copy of semilearn with the export overlaid; CONFIG is an
+USB_ROOT is a USB tree the export was applied to; CONFIG is an
 exported RSMatch config, shrunk here to a few CPU iterations on a tiny
 in-memory image set; RUNTIME_PY is the plugin's runtime.py, loaded by path so
 that its CPU stand-ins for semilearn's CUDA calls are available without
@@ -79,9 +79,13 @@ def get_dataset(args, algorithm, dataset, num_labels, num_classes, data_dir="./d
                                                                 include_lb_to_ulb=include_lb_to_ulb)
     weak = transforms.Compose([transforms.RandomHorizontalFlip(), transforms.ToTensor()])
     strong = transforms.Compose([transforms.RandomHorizontalFlip(), RandAugment(3, 5), transforms.ToTensor()])
-    return {"train_lb": BasicDataset(algorithm, lb_data, lb_targets, num_classes, weak, False, strong),
-            "train_ulb": BasicDataset(algorithm, ulb_data, ulb_targets, num_classes, weak, True, strong),
-            "eval": BasicDataset(algorithm, eval_data, eval_targets, num_classes, transforms.ToTensor()),
+    # By keyword: USB main's BasicDataset has medium_transform before strong_transform.
+    return {"train_lb": BasicDataset(alg=algorithm, data=lb_data, targets=lb_targets, num_classes=num_classes,
+                                     transform=weak, is_ulb=False, strong_transform=strong),
+            "train_ulb": BasicDataset(alg=algorithm, data=ulb_data, targets=ulb_targets, num_classes=num_classes,
+                                      transform=weak, is_ulb=True, strong_transform=strong),
+            "eval": BasicDataset(alg=algorithm, data=eval_data, targets=eval_targets, num_classes=num_classes,
+                                 transform=transforms.ToTensor()),
             "test": None}
 
 
@@ -110,13 +114,17 @@ class TinyNet(nn.Module):
 # ---------------------------------------------------------------- train
 with open(config_path) as f:
     config = YAML(typ="safe", pure=True).load(f)
-# USB train.py's defaults for keys its configs leave out.
+# The algorithm's own keys at their get_argument() defaults where the config leaves them out, as
+# USB's train.py adds them to its parser; then train.py's defaults for keys its configs leave out.
+for argument in registered.get_argument():
+    config.setdefault(argument.name.lstrip("-"), argument.default)
 config.update(clip_grad=0.0, imb_algorithm=None, include_lb_to_ulb=True, lb_imb_ratio=1, ulb_imb_ratio=1,
               ulb_num_labels=None, num_warmup_iter=0, use_aim=False, use_pretrain=False, pretrain_path="")
-# Shrunk to a few CPU iterations. The detector is trusted once the queue holds anything (min fill 0,
+# Six classes: USB main's evaluation also scores top-5 accuracy, which a 2-class set cannot have.
+# Shrunk to 2 CPU iterations. The detector is trusted once the queue holds anything (min fill 0,
 # every score pushed) and then judges every sample synthetic (threshold 0), so the queue draws and
 # the dummy head run from the second iteration on.
-config.update(num_train_iter=4, epoch=1, num_eval_iter=2, num_log_iter=1, num_classes=2, num_labels=4,
+config.update(num_train_iter=2, epoch=1, num_eval_iter=2, num_log_iter=1, num_classes=6, num_labels=12,
               batch_size=4, uratio=2, eval_batch_size=16, img_size=16, num_workers=0, p_cutoff=0.0,
               detector_width=4, detector_threshold=0.0, queue_size=4, queue_min_fill=0, queue_min_score=0.0,
               detector_calib_per_class=0,  # no calibration floor under the threshold of 0
@@ -143,6 +151,8 @@ parts = [algorithm, algorithm.extra_heads, algorithm.csqueue, algorithm.detector
          algorithm.detector.ema]
 print(json.dumps({
     "iterations": algorithm.it,
+    "algorithms": sorted(ALGORITHMS.keys()),
+    "basic_dataset_parameters": list(inspect.signature(BasicDataset.__init__).parameters),
     "checkpoint_keys": sorted(checkpoint),
     "detector_trusted": bool(algorithm.detector_trusted),
     "queued": len(algorithm.csqueue),

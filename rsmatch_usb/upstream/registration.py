@@ -7,7 +7,6 @@ branch alike). The list literal is found with :mod:`ast` and ``'rsmatch'`` is
 inserted after its last element, leaving the rest of the file as it is.
 """
 import ast
-import difflib
 
 REGISTRY_PATH = "semilearn/core/utils/registry.py"
 ALGORITHMS_PACKAGE = "semilearn.algorithms"
@@ -30,7 +29,7 @@ def _algorithm_list(tree):
     return None
 
 
-def register(source, name="rsmatch"):
+def register(source: str, name: str = "rsmatch") -> str:
     """``source`` (a registry.py) with ``name`` appended to the algorithm list; unchanged if already there."""
     listing = _algorithm_list(ast.parse(source))
     if listing is None or not listing.elts:
@@ -44,9 +43,3 @@ def register(source, name="rsmatch"):
     col = len(line.encode("utf-8")[:last.end_col_offset].decode("utf-8"))
     lines[last.end_lineno - 1] = f"{line[:col]}, '{name}'{line[col:]}"
     return "".join(lines)
-
-
-def registration_diff(before, after):
-    """The edit as a unified diff that ``git apply``/``patch -p1`` applies at the root of a USB checkout."""
-    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
-                                        f"a/{REGISTRY_PATH}", f"b/{REGISTRY_PATH}"))

@@ -1,45 +1,35 @@
 """Rewriting the plugin's imports so that its RSMatch becomes ``semilearn.algorithms.rsmatch``.
 
-Only import statements change, located with :mod:`ast` and replaced in the
-source text, so comments and layout survive. Every import is resolved to an
-absolute module name first (relative ones against the file's own package),
-then mapped: modules of the RSMatch package stay relative, the plugin modules
-in :data:`VENDORED` become sibling modules inside the exported folder, and any
-other ``rsmatch_usb`` or ``data_tools`` import is an error.
+Only import statements, and the names :data:`.manifest.SUBSTITUTES` replaces,
+change: they are located with :mod:`ast` and replaced in the source text, so
+comments and layout survive. Every import is resolved to an absolute module
+name first (relative ones against the file's own package), then mapped: a
+module listed in :data:`.manifest.MODULES` becomes its sibling file in the
+exported folder, a substituted name (the plugin's ``UserError``) is dropped
+from the import and replaced where it is used (``ValueError``), and any other
+``rsmatch_usb`` or ``data_tools`` import is an error naming file and line.
 """
 import ast
 import re
 import sys
+from typing import Dict, Iterable, List, Optional, Tuple
 
-SOURCE_PACKAGE = "rsmatch_usb.algorithms.rsmatch"
+from . import manifest
+
 TARGET_PACKAGE = "semilearn.algorithms.rsmatch"
-
-# Plugin modules RSMatch needs, copied into the exported folder under these names.
-VENDORED = {
-    "rsmatch_usb.heads": "heads",
-    "rsmatch_usb.errors": "errors",
-    "rsmatch_usb.fingerprints": "fingerprints",
-    "rsmatch_usb.algorithms.common": "common",
-    "rsmatch_usb.origin": "origin",
-}
-# Vendored modules that only re-export: the module whose file is copied instead.
-DEFINED_IN = {
-    "rsmatch_usb.errors": "data_tools.errors",
-}
-
 PLUGIN_ROOTS = ("rsmatch_usb", "data_tools")
 _PLUGIN_NAME = re.compile(rf"^(?:{'|'.join(PLUGIN_ROOTS)})(?:\.\w+)*$")
 
 
 class ExportError(Exception):
-    """The plugin's sources cannot be exported as they are (a source to fix, not user input)."""
+    """The plugin's sources cannot be exported as they are (a source or the manifest to fix, not user input)."""
 
 
-def _is_plugin(module):
+def _is_plugin(module: Optional[str]) -> bool:
     return module is not None and module.split(".")[0] in PLUGIN_ROOTS
 
 
-def _absolute(node, package):
+def _absolute(node: ast.ImportFrom, package: str) -> str:
     """The absolute module an ``ImportFrom`` reads from, resolving leading dots against ``package``."""
     if node.level == 0:
         return node.module
@@ -50,82 +40,119 @@ def _absolute(node, package):
     return ".".join(base + ([node.module] if node.module else []))
 
 
-def _target_name(module):
-    """The exported module (relative to the exported package) of a plugin module, or None if unmapped."""
-    if module == SOURCE_PACKAGE:
-        return ""
-    if module.startswith(SOURCE_PACKAGE + "."):
-        return module[len(SOURCE_PACKAGE) + 1:]
-    return VENDORED.get(module)
+def exported_name(module: str) -> Optional[str]:
+    """The exported module of a plugin module, relative to the exported package ('' for the package), or None."""
+    filename = manifest.MODULES.get(module)
+    if filename is None:
+        return None
+    stem = filename[:-len(".py")]
+    return "" if stem == "__init__" else stem
 
 
-def _rewrite_from(node, package, origin):
-    """The replacement ``from . ...`` statement for a plugin ``ImportFrom``, or None to keep it."""
+def _unmapped(origin: str, node: ast.AST, module: str) -> ExportError:
+    return ExportError(f"{origin}:{node.lineno}: 'from {module} import ...' has no counterpart in the export; "
+                       "add the module to rsmatch_usb/upstream/manifest.py (MODULES) or stop importing it")
+
+
+def _rewrite_from(node: ast.ImportFrom, package: str, origin: str,
+                  renames: Dict[str, str]) -> Optional[ast.AST]:
+    """The replacement of a plugin ``ImportFrom`` (an ``ast.Pass`` to drop it), or None to keep it.
+
+    Substituted names are added to ``renames`` (local name -> replacement).
+    """
     module = _absolute(node, package)
-    if not _is_plugin(module) or (node.level == 1 and package == SOURCE_PACKAGE):
-        return None  # outside the plugin, or a sibling in the RSMatch package: valid as written
-    target = _target_name(module)
+    if not _is_plugin(module):
+        return None
+    kept = []
+    for alias in node.names:
+        replacement = manifest.SUBSTITUTES.get((module, alias.name))
+        if replacement is None:
+            kept.append(alias)
+        else:
+            renames[alias.asname or alias.name] = replacement
+    if not kept:
+        return ast.Pass()
+    target = exported_name(module)
     if target is not None:
-        return ast.ImportFrom(module=target or None, names=node.names, level=1)
-    # ``from rsmatch_usb import heads``: the names are modules themselves.
-    targets = [_target_name(f"{module}.{alias.name}") for alias in node.names]
-    if all(t is not None and "." not in t for t in targets):
-        names = [ast.alias(name=t, asname=alias.asname or (alias.name if alias.name != t else None))
-                 for t, alias in zip(targets, node.names)]
-        return ast.ImportFrom(module=None, names=names, level=1)
-    raise ExportError(f"{origin}:{node.lineno}: 'from {module} import ...' has no counterpart in semilearn; "
-                      f"add the module to rsmatch_usb.upstream.rewrite.VENDORED or stop importing it")
+        new = ast.ImportFrom(module=target or None, names=kept, level=1)
+    else:
+        # ``from rsmatch_usb import heads``: the names are modules themselves.
+        targets = [exported_name(f"{module}.{alias.name}") for alias in kept]
+        if not all(targets):
+            raise _unmapped(origin, node, module)
+        new = ast.ImportFrom(module=None, level=1, names=[
+            ast.alias(name=t, asname=alias.asname or (alias.name if alias.name != t else None))
+            for t, alias in zip(targets, kept)])
+    return None if ast.dump(new) == ast.dump(ast.ImportFrom(module=node.module, names=node.names,
+                                                           level=node.level)) else new
 
 
-def _rewrite_import(node, origin):
+def _rewrite_import(node: ast.Import, origin: str) -> Optional[ast.AST]:
     """The replacement for a plugin ``import x.y as z``, or None to keep it."""
     if not any(_is_plugin(alias.name) for alias in node.names):
         return None
     if len(node.names) == 1:
         alias = node.names[0]
-        target = _target_name(alias.name)
-        if target and "." not in target and alias.asname:
+        target = exported_name(alias.name)
+        if target and alias.asname:
             return ast.ImportFrom(module=None, names=[ast.alias(name=target, asname=alias.asname)], level=1)
     raise ExportError(f"{origin}:{node.lineno}: 'import {', '.join(a.name for a in node.names)}' cannot be "
                       f"rewritten; use 'from rsmatch_usb.<module> import ...' or 'import ... as name'")
 
 
-def rewrite_imports(source, package, origin):
-    """``source`` with its plugin imports pointing inside the exported folder.
+def _char_col(line: str, byte_col: int) -> int:
+    """ast's UTF-8 byte column as a character column of ``line``."""
+    return len(line.encode("utf-8")[:byte_col].decode("utf-8"))
+
+
+def rewrite_imports(source: str, package: str, origin: str) -> str:
+    """``source`` with its plugin imports pointing inside the exported folder and substituted names replaced.
 
     ``package`` is the package the source file belongs to (for relative
     imports), ``origin`` its path for error messages.
     """
     tree = ast.parse(source, filename=origin)
-    edits = []
+    renames: Dict[str, str] = {}
+    statements = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            new = _rewrite_from(node, package, origin)
+            new = _rewrite_from(node, package, origin, renames)
         elif isinstance(node, ast.Import):
             new = _rewrite_import(node, origin)
         else:
             continue
         if new is not None:
-            edits.append((node, ast.unparse(new)))
+            statements.append((node, new))
     lines = source.splitlines(keepends=True)
     offsets = [0]
     for line in lines:
         offsets.append(offsets[-1] + len(line))
-    # Replace from the end so earlier offsets stay valid. ast offsets are UTF-8 bytes;
-    # import statements are ASCII, but the text before them on their line may not be.
+
+    def span(node):
+        return (offsets[node.lineno - 1] + _char_col(lines[node.lineno - 1], node.col_offset),
+                offsets[node.end_lineno - 1] + _char_col(lines[node.end_lineno - 1], node.end_col_offset))
+
+    edits: List[Tuple[int, int, str]] = []
+    for node, new in statements:
+        start, end = span(node)
+        if isinstance(new, ast.Pass):
+            # A dropped statement takes its whole line(s) with it when it stands alone there.
+            line_start, line_end = offsets[node.lineno - 1], offsets[node.end_lineno]
+            if not source[line_start:start].strip() and not source[end:line_end].strip():
+                start, end = line_start, line_end
+            edits.append((start, end, ""))
+        else:
+            edits.append((start, end, ast.unparse(new)))
+    edits += [(*span(node), renames[node.id]) for node in ast.walk(tree)
+              if isinstance(node, ast.Name) and node.id in renames]
     text = source
-    for node, replacement in sorted(edits, key=lambda e: (e[0].lineno, e[0].col_offset), reverse=True):
-        start = offsets[node.lineno - 1] + _char_col(lines[node.lineno - 1], node.col_offset)
-        end = offsets[node.end_lineno - 1] + _char_col(lines[node.end_lineno - 1], node.end_col_offset)
+    # From the end, so that earlier offsets stay valid.
+    for start, end, replacement in sorted(edits, reverse=True):
         text = text[:start] + replacement + text[end:]
     return text
 
 
-def _char_col(line, byte_col):
-    return len(line.encode("utf-8")[:byte_col].decode("utf-8"))
-
-
-def plugin_imports(source, package, origin):
+def plugin_imports(source: str, package: str, origin: str) -> List[Tuple[int, str]]:
     """Every import in ``source`` that still reaches ``rsmatch_usb`` or ``data_tools``: [(line, module)].
 
     Also a string that is exactly a plugin module name, as passed to
@@ -144,7 +171,7 @@ def plugin_imports(source, package, origin):
     return found
 
 
-def imported_packages(sources):
+def imported_packages(sources: Iterable[str]) -> List[str]:
     """Sorted top-level packages the sources import, leaving out the standard library and relative imports."""
     roots = set()
     for source in sources:
@@ -156,7 +183,7 @@ def imported_packages(sources):
     return sorted(roots - set(sys.stdlib_module_names))
 
 
-def check_no_plugin_imports(files):
+def check_no_plugin_imports(files: Dict[str, str]) -> None:
     """Fail loudly if any exported file ``{name: source}`` (in :data:`TARGET_PACKAGE`) imports the plugin."""
     bad = [f"{name}:{line} imports {module}" for name, source in sorted(files.items())
            for line, module in plugin_imports(source, TARGET_PACKAGE, name)]

@@ -10,8 +10,10 @@ from a USB checkout with ``python -m rsmatch_usb.upstream.usb_configs
 --usb-checkout PATH``.
 
 An RSMatch config is its FixMatch row with ``algorithm``, ``save_name`` and
-``load_path`` renamed, plus RSMatch's own keys at their defaults, placed after
-FixMatch's algorithm keys.
+``load_path`` renamed, plus the RSMatch settings of
+:data:`.manifest.CONFIG_SETTINGS` whose values differ from RSMatch's defaults,
+placed after FixMatch's algorithm keys. Keys at their defaults are left out:
+``get_argument()`` supplies them, as for USB's other algorithms.
 """
 import argparse
 import csv
@@ -90,11 +92,28 @@ def yaml_scalar(value):
     return text
 
 
-def rsmatch_config(fixmatch_name, items, rsmatch_arguments, fixmatch_keys):
+def own_settings(settings, defaults, diagnostic=()):
+    """``[(key, value text)]`` of ``settings`` whose values differ from ``defaults`` (RSMatch's keys).
+
+    A key RSMatch does not have, or one in ``diagnostic``, is an error: the
+    exported configs train, they do not analyse.
+    """
+    own = []
+    for key, value in settings.items():
+        if key not in defaults:
+            raise ValueError(f"config setting {key!r} is not an argument of RSMatch")
+        if key in diagnostic:
+            raise ValueError(f"config setting {key!r} is a diagnostic key; exported configs leave it out")
+        if value != defaults[key]:
+            own.append((key, yaml_scalar(value)))
+    return own
+
+
+def rsmatch_config(fixmatch_name, items, own, fixmatch_keys):
     """``(file name, YAML text)`` of the RSMatch config for one FixMatch config of the table.
 
-    ``rsmatch_arguments`` are RSMatch's ``get_argument()``; ``fixmatch_keys``
-    the names of FixMatch's own keys, after which RSMatch's are placed.
+    ``own`` are RSMatch's ``[(key, value text)]`` (:func:`own_settings`);
+    ``fixmatch_keys`` the names of FixMatch's own keys, after which they are placed.
     """
     setting = fixmatch_name[len("fixmatch_"):-len(".yaml")]
     name = f"rsmatch_{setting}.yaml"
@@ -110,19 +129,20 @@ def rsmatch_config(fixmatch_name, items, rsmatch_arguments, fixmatch_keys):
             items[i] = (key, value.replace(f"fixmatch_{setting}", f"rsmatch_{setting}"))
         elif "fixmatch" in value:
             raise ValueError(f"{fixmatch_name}: {key}: {value} names fixmatch; teach rsmatch_config to rename it")
-    own = [(a.name.lstrip("-"), yaml_scalar(a.default)) for a in rsmatch_arguments
-           if a.name.lstrip("-") not in values]
+    clash = [k for k, _ in own if k in values]
+    if clash:
+        raise ValueError(f"{fixmatch_name} already sets {', '.join(clash)}; RSMatch's settings may not change them")
     at = max((keys.index(k) for k in fixmatch_keys if k in keys), default=len(keys) - 1) + 1
     items[at:at] = own
     return name, "".join(f"{k}: {v}\n" for k, v in items)
 
 
-def rsmatch_configs(rsmatch_arguments, fixmatch_arguments, table=TABLE):
+def rsmatch_configs(own, fixmatch_arguments, table=TABLE):
     """``{relative path: YAML text}`` of every RSMatch config, one per FixMatch config in the table."""
     fixmatch_keys = [a.name.lstrip("-") for a in fixmatch_arguments]
     out = {}
     for fixmatch_name, items in read_table(table).items():
-        name, text = rsmatch_config(fixmatch_name, items, rsmatch_arguments, fixmatch_keys)
+        name, text = rsmatch_config(fixmatch_name, items, own, fixmatch_keys)
         out[f"{EXPORT_CONFIG_DIR}/{name}"] = text
     return out
 
