@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from data_tools import fashion_mnist
+from data_tools.atomic import atomic_write
 from data_tools.conditional_gan import Discriminator, Generator, sample_cgan, train_cgan
 from data_tools.diffusion_generator import build_unet, make_train_scheduler, sample_diffusion, train_diffusion
 from data_tools.errors import report
@@ -172,10 +173,8 @@ def cached_real_classifier(work_dir: Path, images: np.ndarray, labels: np.ndarra
     start = time.perf_counter()
     clf = real_classifier(images, labels)
     fitted = (clf, time.perf_counter() - start)
-    tmp = Path(f"{path}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(path, "wb", unique=False) as f:
         pickle.dump(fitted, f)
-    os.replace(tmp, path)
     return fitted
 
 

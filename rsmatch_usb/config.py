@@ -12,6 +12,10 @@ other algorithms, e.g. ``p_cutoff`` for Dash), and :data:`USB_UNPARSED_KEYS`.
 """
 import argparse
 import difflib
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
 
 from data_tools import config_files
 from semilearn.algorithms.utils import str2bool
@@ -24,17 +28,199 @@ from .errors import UserError
 USB_UNPARSED_KEYS = frozenset({"clip", "dist_align_target", "simis_la"})
 
 
+@dataclass(frozen=True)
+class NumberRange:
+    """The valid values of one numeric key: its type and bounds (``None``: unbounded on that side).
+
+    ``low_open`` / ``high_open`` exclude the bound itself; ``none_ok``: the
+    key may be null (an optional key); ``nan_ok``: NaN is a value. Infinite
+    values are never valid (every bound is finite or absent, and no key
+    means "infinity").
+    """
+    kind: type  # int or float
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+    none_ok: bool = False
+    nan_ok: bool = False
+
+
+def _probability(**kw):
+    return NumberRange(float, 0.0, 1.0, **kw)
+
+
+# Every numeric key the train command checks before anything is written: USB's train.py keys, the
+# plugin's data keys, and algorithm keys (RSMatch's, OpenMatch's, IOMatch's and USB's common ones).
+# A key not present in a run's arguments (another algorithm's) is skipped. Upper bounds are sanity
+# limits: far above any published setting, below what exhausts memory or overflows (queue_size:
+# 2e9 allocated 160 GB; lr, loss weights: a NaN model within a few steps).
+NUMERIC_KEYS: Mapping[str, NumberRange] = {
+    # USB train.py
+    "epoch": NumberRange(int, 1, 10 ** 6),
+    "num_train_iter": NumberRange(int, 1, 10 ** 10),
+    "num_warmup_iter": NumberRange(int, 0, 10 ** 10),
+    "num_eval_iter": NumberRange(int, 1, 10 ** 10),
+    "num_log_iter": NumberRange(int, 1, 10 ** 10),
+    "num_labels": NumberRange(int, 1, 10 ** 9),
+    "batch_size": NumberRange(int, 1, 2 ** 16),
+    "uratio": NumberRange(int, 1, 1024),
+    "eval_batch_size": NumberRange(int, 1, 2 ** 16),
+    "ema_m": _probability(),
+    "ulb_loss_ratio": NumberRange(float, 0.0, 1e4),
+    "lr": NumberRange(float, 0.0, 10.0),
+    "momentum": NumberRange(float, 0.0, 1.0, high_open=True),
+    "weight_decay": NumberRange(float, 0.0, 1.0),
+    "layer_decay": NumberRange(float, 0.0, 1.0, low_open=True),
+    "clip_grad": NumberRange(float, 0.0, 1e6),
+    "num_classes": NumberRange(int, 1, 10 ** 6),
+    "num_workers": NumberRange(int, 0, 256),
+    "ulb_num_labels": NumberRange(int, 0, 10 ** 9, none_ok=True),
+    "img_size": NumberRange(int, 8, 4096),
+    "crop_ratio": NumberRange(float, 0.0, 1.0, low_open=True),
+    "max_length": NumberRange(int, 1, 10 ** 6),
+    "max_length_seconds": NumberRange(float, 0.0, 1e4, low_open=True),
+    "sample_rate": NumberRange(int, 1, 10 ** 7),
+    "seed": NumberRange(int, 0, 2 ** 32 - 1),  # numpy's seed range
+    # the plugin's data keys (data_tools.mixing says how far a ratio can go for a given source)
+    "synthetic_ratio": NumberRange(float, 0.0),
+    "synthetic_seed": NumberRange(int, 0, 2 ** 32 - 1, none_ok=True),
+    # USB's algorithms
+    "p_cutoff": _probability(),
+    "T": NumberRange(float, 1e-2, 100.0),
+    "ema_p": _probability(),
+    "ent_loss_ratio": NumberRange(float, 0.0, 1e4),
+    # RSMatch
+    "lambda_syn": NumberRange(float, 0.0, 1e4),
+    "detector_threshold": _probability(),
+    "detector_calib_per_class": NumberRange(int, 0, 10 ** 6),
+    "detector_calib_quantile": _probability(),
+    "detector_width": NumberRange(int, 1, 1024),
+    "detector_lr": NumberRange(float, 0.0, 10.0),
+    "detector_wd": NumberRange(float, 0.0, 1.0),
+    "detector_ema_m": _probability(),
+    "detector_ulb_real": NumberRange(int, 0, 10 ** 6),
+    "detector_eval_samples": NumberRange(int, 0, 10 ** 9),
+    "pu_mass": NumberRange(float, 0.0, 1e4, low_open=True),
+    "pu_pos_weight": NumberRange(float, 0.0, 1e4),
+    "queue_size": NumberRange(int, 1, 10 ** 5),
+    "queue_push_classes": NumberRange(int, 1, 10 ** 5),
+    "queue_push_per_class": NumberRange(int, 1, 10 ** 5),
+    "queue_min_score": _probability(),
+    "queue_min_fill": NumberRange(int, 0, 10 ** 5),
+    "queue_gate_share": NumberRange(float, 0.0, 1.0, low_open=True),
+    "queue_workers": NumberRange(int, 0, 64),
+    # OpenMatch, IOMatch
+    "lambda_oem": NumberRange(float, 0.0, 1e4),
+    "lambda_socr": NumberRange(float, 0.0, 1e4),
+    "lambda_mb": NumberRange(float, 0.0, 1e4),
+    "lambda_open": NumberRange(float, 0.0, 1e4),
+    "q_cutoff": _probability(),
+}
+
+
+def describe_range(rule: NumberRange) -> str:
+    """``an integer in [1, 65536]``, ``a number in (0, 1]``, ``a number >= 0``: the valid values in words."""
+    what = "an integer" if rule.kind is int else "a number"
+
+    def show(bound):
+        return f"{int(bound)}" if rule.kind is int or float(bound).is_integer() else f"{bound:g}"
+
+    if rule.low is not None and rule.high is not None:
+        text = f"{what} in {'(' if rule.low_open else '['}{show(rule.low)}, {show(rule.high)}{')' if rule.high_open else ']'}"
+    elif rule.low is not None:
+        text = f"{what} {'>' if rule.low_open else '>='} {show(rule.low)}"
+    elif rule.high is not None:
+        text = f"{what} {'<' if rule.high_open else '<='} {show(rule.high)}"
+    else:
+        text = what
+    return text + (" or null" if rule.none_ok else "")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _as_number(value: Any, kind: type) -> Any:
+    """``value`` as ``kind``, or None when it is not a number of that kind (an integral float is an int)."""
+    if isinstance(value, bool):
+        return None  # YAML's true/false are not counts
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text) if re.fullmatch(r"[-+]?\d+", text) else float(text)
+        except ValueError:
+            return None
+    if isinstance(value, int):
+        if kind is int:
+            return value
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond any float: out of every range
+            return math.inf
+    if isinstance(value, float):
+        if kind is float:
+            return value
+        return int(value) if value.is_integer() else None
+    return None
+
+
+def check_number(key: str, value: Any, rule: NumberRange) -> Any:
+    """``value`` converted to ``rule.kind``, or a UserError naming ``key``, the value and the valid range."""
+    if value is None and rule.none_ok:
+        return None
+    number = _as_number(value, rule.kind)
+    ok = number is not None
+    if ok and isinstance(number, float) and math.isnan(number):
+        ok = rule.nan_ok
+    elif ok:
+        ok = math.isfinite(number) if isinstance(number, float) else True
+        if ok and rule.low is not None:
+            ok = number > rule.low if rule.low_open else number >= rule.low
+        if ok and rule.high is not None:
+            ok = number < rule.high if rule.high_open else number <= rule.high
+    if not ok:
+        raise UserError(f"{key}: {_shown(value)} is not valid; give {describe_range(rule)}")
+    return number
+
+
+def check_numbers(args: argparse.Namespace, table: Mapping[str, NumberRange] = NUMERIC_KEYS) -> argparse.Namespace:
+    """Check every key of ``table`` that ``args`` has, converting each value to its type in place.
+
+    The first bad value is a UserError naming the key, its value and the
+    valid range. ``table`` may be any mapping of key to :class:`NumberRange`
+    (an algorithm's own rows, for instance).
+    """
+    for key, rule in table.items():
+        if hasattr(args, key):
+            setattr(args, key, check_number(key, getattr(args, key), rule))
+    return args
+
+
 def load_yaml(path):
     """The ``--c`` config's keys and values (the shared loader; USB's dashes in keys read as underscores)."""
     # USB configs write dashes and underscores interchangeably for distributed keys.
     return {str(k).replace("-", "_"): v for k, v in config_files.load_yaml(path, "--c").items()}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose errors are a UserError (one ``error:`` line, no usage block)."""
+
+    def error(self, message):
+        # A YAML or flag value argparse cannot convert: the numeric table's message where it has the key.
+        found = re.match(r"argument (\S+): invalid \w+ value: '(.*)'$", message)
+        key = found and found.group(1).split("/")[-1].lstrip("-").replace("-", "_")
+        if key in NUMERIC_KEYS:
+            check_number(key, found.group(2), NUMERIC_KEYS[key])
+        raise UserError(f"{message}; see rsmatch-train --help")
+
+
 def base_parser():
     """USB train.py's arguments (semilearn 0.3.2), the plugin's ``device``, and the RS-SSL data keys."""
     from data_tools.usb import add_data_arguments
 
-    p = argparse.ArgumentParser(prog="rsmatch-train", description="Train a USB algorithm (rsmatch-usb)")
+    p = _Parser(prog="rsmatch-train", description="Train a USB algorithm (rsmatch-usb)")
     # saving and loading
     p.add_argument("--save_dir", type=str, default="./saved_models")
     p.add_argument("-sn", "--save_name", type=str, default="fixmatch")

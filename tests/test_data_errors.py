@@ -55,7 +55,7 @@ CASES = {
     "too few images": (dict(synthetic_source="bundled", synthetic_ratio=3), "4041 synthetic images (405 per class)"),
     "absurd ratio": (dict(synthetic_source="bundled", synthetic_ratio=1e308),
                      "needs more synthetic images than the 3000 synthetic_source holds; lower synthetic_ratio"),
-    "no labels": (dict(num_labels=0), "num_labels: 0 labeled images"),
+    "no labels": (dict(num_labels=0), "num_labels: 0 is not valid; give an integer in [1, "),
     "no bundled set": (dict(dataset="cifar10", synthetic_source="bundled", synthetic_ratio=1),
                        "dataset 'cifar10' has no bundled synthetic set"),
     "ratio without source": (dict(synthetic_ratio=0.5), "needs synthetic_source"),
