@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-from .errors import UserError
+from .errors import UserError, shown
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,6 @@ def describe_range(rule: NumberRange) -> str:
     else:
         text = what
     return text + (" or null" if rule.none_ok else "")
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _as_number(value: Any, kind: type) -> Any:
@@ -94,7 +89,7 @@ def check_number(key: str, value: Any, rule: NumberRange) -> Any:
         if ok and rule.high is not None:
             ok = number < rule.high if rule.high_open else number <= rule.high
     if not ok:
-        raise UserError(f"{key}: {_shown(value)} is not valid; give {describe_range(rule)}")
+        raise UserError(f"{key}: {shown(value)} is not valid; give {describe_range(rule)}")
     return number
 
 

@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 
-from .errors import UserError
+from .errors import UserError, shown
 
 # USB's final log line; a log that has it belongs to a finished run.
 RESULT_LINE = "Model result - eval/best_acc"
@@ -45,8 +45,7 @@ def check_save_name(save_name):
     separators = {"/", os.sep, os.altsep} - {None}
     if (not isinstance(save_name, str) or save_name.strip() in ("", ".", "..")
             or any(sep in save_name for sep in separators) or "\0" in save_name or os.path.isabs(save_name)):
-        shown = repr(save_name) if not isinstance(save_name, str) or len(save_name) <= 60 else repr(save_name[:60] + "...")
-        raise UserError(f"save_name: {shown} must name a plain folder inside save_dir (not empty, '.', '..', "
+        raise UserError(f"save_name: {shown(save_name)} must name a plain folder inside save_dir (not empty, '.', '..', "
                         "null, nor a path with a separator); give a name such as fixmatch_cifar10_40_0 and "
                         "set save_dir for where it goes")
     return save_name
@@ -55,7 +54,7 @@ def check_save_name(save_name):
 def run_path(save_dir, save_name):
     """The run folder ``save_dir/save_name``, after :func:`check_save_name`; a UserError for a bad either."""
     if not isinstance(save_dir, str) or not save_dir.strip():
-        raise UserError(f"save_dir: {save_dir!r} must name a folder (text); give a path such as ./saved_models")
+        raise UserError(f"save_dir: {shown(save_dir)} must name a folder (text); give a path such as ./saved_models")
     return os.path.join(save_dir, check_save_name(save_name))
 
 
@@ -107,8 +106,8 @@ def check_clearable(folder):
     """A UserError when ``folder`` holds files no run wrote, which overwrite must not delete; writes nothing."""
     foreign = foreign_entries(folder)
     if foreign:
-        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
-        raise UserError(f"overwrite: {folder} holds files that no run wrote ({shown}); overwrite clears only "
+        names = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise UserError(f"overwrite: {folder} holds files that no run wrote ({names}); overwrite clears only "
                         "run folders, so give this run another save_name or save_dir (or move those files)")
 
 

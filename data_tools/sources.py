@@ -73,8 +73,7 @@ def load_fashion_mnist(args=None, data_dir=None):
         path = fashion_mnist.find_files(data_dir)[fashion_mnist.FILES["train"][1]]
         raise UserError(f"Fashion-MNIST training labels {path} hold only {counts.min()} images of some class; "
                         f"the generator split alone takes {fashion_mnist.GENERATOR_PER_CLASS} per class of the "
-                        f"60,000; reinstall the full dataset (apt-get install --reinstall "
-                        f"{fashion_mnist.DEBIAN_PACKAGE})")
+                        f"60,000: it is not the full dataset; {fashion_mnist.repair_hint(path)}")
     pool = fashion_mnist.ssl_pool(train_labels)
     test_images, test_labels = fashion_mnist.load_split("test", data_dir)
     names = list(fashion_mnist.CLASS_NAMES)
