@@ -11,27 +11,37 @@ is finished when its ``log.txt`` has USB's ``Model result - eval/best_acc``
 line or its newest readable checkpoint has reached ``num_train_iter``; it is
 resumed (``--resume True --load_path <run>/latest_model.pth``, or
 ``model_best.pth`` when the latest cannot be loaded) when a readable checkpoint
-exists, started afresh (``--resume False``, which clears a stale run folder)
-when there is none, and left alone (reported, counted as failed) when its
-checkpoint files exist but none can be loaded safely. A run's console output
-goes to ``<save_dir>/<save_name>.runner.log``.
+exists, started afresh (``--resume False``; the train command clears what a
+run that died before its first checkpoint left, where the config's
+``overwrite`` allows it, True by default) when there is none, and left alone
+(reported, counted as failed) when its checkpoint files exist but none can be
+loaded safely. A run's console output goes to ``<save_dir>/<save_name>.runner.log``.
+
+That decision is taken again when a run's turn comes, under the run folder's
+lock (:func:`data_tools.run_folder.locked`), which the runner holds until the
+training (which takes the lock over) and its recording end: a run another
+runner has finished since start-up is skipped, one that another process holds
+is left to it (reported, counted as not run), so two runners on one grid never
+train a run twice nor clear a finished folder.
 
 With a results file (``--results FILE``; a grid with a committed one, such as
 ``fashion``, uses ``docs/results/<grid>/results.csv`` by default) a run it
 records (same ``save_name`` and ``num_train_iter``) is finished too, and the
-runner appends each finished run's result there (the report's row, the machine
-and the time), also for runs it finds finished on disk, and keeps each such
-run's ``log.txt`` under ``logs/<save_name>/`` beside the file, so a grid that spans
-machines and sessions continues where the last one stopped once the file is
-committed.
+runner writes each finished run's result there (the report's row, the machine
+and the time), also for runs it finds finished on disk (a run whose log lost
+its result line to a kill takes its best accuracy from its checkpoint), and
+keeps each such run's ``log.txt`` under ``logs/<save_name>/`` beside the file
+(a rerun's replaces it), so a grid that spans machines and sessions continues
+where the last one stopped once the file is committed. Runners sharing the file
+merge their rows (:class:`Results`); a damaged row is one error line.
 
 Each run starts in its own session (process group). SIGTERM or SIGINT to the
 runner (``kill``, ``timeout``, a job scheduler, Ctrl-C) is forwarded to every
 running training's process group, data-loader and DDP workers included; the
 runner waits for them (SIGKILL after 30 s) and exits 128 + the signal number
 (143 for SIGTERM, 130 for SIGINT). Rerun the same command to resume.
-Exit code: 0 when every run finished, 1 when any failed, 2 for bad input, 130 or
-143 when interrupted.
+Exit code: 0 when every run finished, 1 when any failed or was in use by another
+process, 2 for bad input, 130 or 143 when interrupted.
 """
 import argparse
 import contextlib

@@ -40,7 +40,8 @@ def describe_range(rule: NumberRange) -> str:
         return f"{int(bound)}" if rule.kind is int or float(bound).is_integer() else f"{bound:g}"
 
     if rule.low is not None and rule.high is not None:
-        text = f"{what} in {'(' if rule.low_open else '['}{show(rule.low)}, {show(rule.high)}{')' if rule.high_open else ']'}"
+        left, right = "(" if rule.low_open else "[", ")" if rule.high_open else "]"
+        text = f"{what} in {left}{show(rule.low)}, {show(rule.high)}{right}"
     elif rule.low is not None:
         text = f"{what} {'>' if rule.low_open else '>='} {show(rule.low)}"
     elif rule.high is not None:

@@ -45,8 +45,8 @@ def check_save_name(save_name):
     separators = {"/", os.sep, os.altsep} - {None}
     if (not isinstance(save_name, str) or save_name.strip() in ("", ".", "..")
             or any(sep in save_name for sep in separators) or "\0" in save_name or os.path.isabs(save_name)):
-        raise UserError(f"save_name: {shown(save_name)} must name a plain folder inside save_dir (not empty, '.', '..', "
-                        "null, nor a path with a separator); give a name such as fixmatch_cifar10_40_0 and "
+        raise UserError(f"save_name: {shown(save_name)} must name a plain folder inside save_dir (not empty, "
+                        "'.', '..', null, nor a path with a separator); give a name such as fixmatch_cifar10_40_0 and "
                         "set save_dir for where it goes")
     return save_name
 

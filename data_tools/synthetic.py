@@ -84,7 +84,8 @@ def source_entries(value):
         try:
             value = parse_yaml(text)
         except YAMLError as exc:
-            raise UserError(f"synthetic_source: {shown(text)} is not a YAML list ({str(exc).splitlines()[0]})") from None
+            raise UserError(f"synthetic_source: {shown(text)} is not a YAML list "
+                            f"({str(exc).splitlines()[0]})") from None
         except YAMLTooLargeError as exc:
             raise UserError(f"synthetic_source: the YAML list {exc}") from None
     if value is None:
@@ -105,8 +106,8 @@ def source_entries(value):
         except (TypeError, ValueError):
             weight = math.nan
         if not math.isfinite(weight) or weight <= 0:
-            raise UserError(f"synthetic_source: weight {shown(item.get('weight'))} of {shown(item['source'])} must be a "
-                            "number > 0")
+            raise UserError(f"synthetic_source: weight {shown(item.get('weight'))} of {shown(item['source'])} "
+                            "must be a number > 0")
         entries.append(SourceEntry(str(item.get("name") or _default_name(item["source"])), item["source"], weight))
     names = [e.name for e in entries]
     clash = sorted({n for n in names if names.count(n) > 1 or n == "real"})

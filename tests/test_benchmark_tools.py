@@ -427,7 +427,8 @@ def run_states(tmp_path):
     write_log(str(save_dir / "done_log"), {"save_name": "done_log"}, [(300, 0.9, {})], result=0.9)
     for name, it in (("done_ckpt", 300), ("interrupted", 200)):
         write_log(str(save_dir / name), {"save_name": name}, [(it, 0.9, {})])
-        torch.save({"model": {}, "it": it, "best_eval_acc": 0.85, "best_it": it - 51}, save_dir / name / "latest_model.pth")
+        torch.save({"model": {}, "it": it, "best_eval_acc": 0.85, "best_it": it - 51},
+                   save_dir / name / "latest_model.pth")
     return configs, save_dir
 
 
