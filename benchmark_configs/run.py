@@ -66,7 +66,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmark_configs import generate, report
-from data_tools import run_folder
+from data_tools import processes, run_folder
 from data_tools.atomic import atomic_write
 from data_tools.config_files import load_yaml
 from data_tools.errors import UserError, command_name
@@ -463,7 +463,9 @@ class Runner:
         gpu = f" on GPU {self.gpus[slot % len(self.gpus)]}" if self.gpus else ""
         self.say(f"[{index}/{self.total}] {how:>9}{gpu}: {run.save_name}")
         began = time.monotonic()
-        env = {**self.env(slot), **run_folder.hand_lock_env(lock_fd, run.folder)}
+        # The training takes over the folder's lock, and dies with the runner even when SIGKILL gives no
+        # chance to forward a signal.
+        env = {**self.env(slot), **run_folder.hand_lock_env(lock_fd, run.folder), **processes.child_dies_with_me_env()}
         code = self.launch(command(run, self.train_args), env, run.runner_log, pass_fds=(lock_fd,))
         took = time.monotonic() - began
         if self.stopping:

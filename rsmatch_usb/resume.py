@@ -30,10 +30,10 @@ import random
 
 import numpy as np
 import torch
+from data_tools.processes import DieWithParent
 from semilearn.datasets.samplers.sampler import DistributedSampler, WeightedDistributedSampler
 
 from .algorithms.rsmatch.images import private_rng
-from .processes import DieWithParent
 
 
 class SeededIndex(int):

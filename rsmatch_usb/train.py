@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 import torch
-from data_tools import run_folder
+from data_tools import processes, run_folder
 
 from .config import check_numbers, get_config
 from .errors import UserError, report
@@ -252,9 +252,10 @@ def main(args):
         return main_worker(args.gpu, args.procs_per_node, args)
 
 
-def _spawned_worker(local_rank, procs_per_node, args, error_dir):
+def _spawned_worker(local_rank, procs_per_node, args, error_dir, parent_pid):
     """main_worker in a spawned process (the parent holds the folder's lock); a UserError is left in
     ``error_dir`` for the parent to report."""
+    processes.die_with_parent(parent_pid)  # a killed launcher takes its ranks along
     try:
         main_worker(local_rank, procs_per_node, args, True)
     except UserError as exc:
@@ -275,7 +276,8 @@ def spawn_workers(args):
     spawn_log.setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="rsmatch_train_errors_") as error_dir:
         try:
-            mp.spawn(_spawned_worker, nprocs=args.procs_per_node, args=(args.procs_per_node, args, error_dir))
+            mp.spawn(_spawned_worker, nprocs=args.procs_per_node,
+                     args=(args.procs_per_node, args, error_dir, os.getpid()))
         except mp.ProcessExitedException:
             reports = sorted(os.listdir(error_dir))
             if not reports:
@@ -458,6 +460,7 @@ def _train(algorithm, args, logger):
 
 def cli(argv=None):
     """Entry point of ``rsmatch-train``; returns the process exit code."""
+    processes.die_with_parent_from_env()  # started by the grid runner: end with it
     try:
         args = prepare(get_config(argv))
         main(args)

@@ -40,12 +40,14 @@ PROBES = {
     "num_train_iter 0": (dict(num_train_iter=0), "num_train_iter: 0 is not valid; give an integer in [1, "),
     "num_train_iter twelve": (dict(num_train_iter="twelve"), "num_train_iter: 'twelve' is not valid"),
     "img_size 0": (dict(img_size=0), "img_size: 0 is not valid; give an integer in [8, 4096]"),
-    "detector_width 0": (dict(RSMATCH, detector_width=0), "detector_width: 0 is not valid; give an integer in [1, 1024]"),
+    "detector_width 0": (dict(RSMATCH, detector_width=0),
+                         "detector_width: 0 is not valid; give an integer in [1, 1024]"),
     "detector_lr nan": (dict(RSMATCH, detector_lr=math.nan), "detector_lr: nan is not valid; give a number in [0, 10]"),
     "lambda_syn nan": (dict(RSMATCH, lambda_syn=math.nan), "lambda_syn: nan is not valid; give a number in [0, 10000]"),
     "lambda_syn inf": (dict(RSMATCH, lambda_syn=math.inf), "lambda_syn: inf is not valid"),
     # Allocated 160 GB before failing.
-    "queue_size 2e9": (dict(RSMATCH, queue_size=2e9), "queue_size: 2000000000.0 is not valid; give an integer in [1, 100000]"),
+    "queue_size 2e9": (dict(RSMATCH, queue_size=2e9),
+                       "queue_size: 2000000000.0 is not valid; give an integer in [1, 100000]"),
     # Trained with every unlabeled loss masked out, silently.
     "p_cutoff 2": (dict(p_cutoff=2), "p_cutoff: 2 is not valid; give a number in [0, 1]"),
     "ema_m -0.1": (dict(ema_m=-0.1), "ema_m: -0.1 is not valid; give a number in [0, 1]"),

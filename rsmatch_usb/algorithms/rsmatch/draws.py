@@ -10,7 +10,7 @@ passes run.
 
 A worker process, not a thread: the transforms draw from the global RNGs
 (torch, ``random``, NumPy), which a thread would share with the training
-loop. The worker dies with the training process (:mod:`rsmatch_usb.processes`)
+loop. The worker dies with the training process (:mod:`data_tools.processes`)
 and holds no copy of the run folder's lock. Each draw carries its own seed, so a draw's images depend only on its
 indices and seed, wherever they are made: prefetched draws equal synchronous
 ones (``num_workers: 0``).
@@ -21,7 +21,7 @@ import os
 
 import torch
 
-from ...processes import die_with_parent
+from data_tools.processes import die_with_parent
 from ..common import read_image
 from .images import private_rng
 

@@ -1,12 +1,14 @@
-"""Worker processes the training forks end with it: no orphan outlives a killed run.
+"""Processes the tools start end with their parent: no orphan outlives a killed run.
 
-A ``kill -9`` of a training (the OOM killer, a preempted job) gives its
-children no chance to clean up. RSMatch's queue-draw worker used to live on
-with parent 1 (and, holding a copy of the run folder's lock fd, blocked the
-resume; :mod:`data_tools.run_folder` now closes those copies at every fork).
-Every worker the plugin forks calls :func:`die_with_parent` first: on Linux
-the kernel sends it SIGKILL when its parent dies (``PR_SET_PDEATHSIG``);
-elsewhere a thread polls the parent's pid.
+A ``kill -9`` (the OOM killer, a preempted job) gives a process's children no
+chance to clean up. RSMatch's queue-draw worker used to live on with parent 1
+(and, holding a copy of the run folder's lock fd, blocked the resume;
+:mod:`data_tools.run_folder` now closes those copies at every fork). Every
+process the tools start calls :func:`die_with_parent` first (the queue-draw
+worker, data-loader workers, spawned DDP ranks, the grid runner's trainings
+through :data:`PARENT_ENV`): on Linux the kernel sends it SIGKILL when its
+parent dies (``PR_SET_PDEATHSIG``); elsewhere a thread polls the parent's pid.
+Like :mod:`data_tools.errors` it imports nothing of the project.
 """
 import ctypes
 import os
@@ -17,6 +19,8 @@ import time
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _POLL_SECONDS = 1.0
+# Set by a parent for a child it starts with exec (the grid runner's trainings): the parent's pid.
+PARENT_ENV = "RSMATCH_USB_DIE_WITH_PARENT"
 
 
 def _set_parent_death_signal(signum: int) -> bool:
@@ -50,6 +54,21 @@ def die_with_parent(parent_pid: int) -> None:
     if not watched:
         threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True,
                          name="die-with-parent").start()
+
+
+def child_dies_with_me_env() -> dict:
+    """The environment entry by which a child started with exec dies with this process.
+
+    The child calls :func:`die_with_parent_from_env`.
+    """
+    return {PARENT_ENV: str(os.getpid())}
+
+
+def die_with_parent_from_env() -> None:
+    """:func:`die_with_parent` for the parent :data:`PARENT_ENV` names, if any; its own children do not inherit it."""
+    value = os.environ.pop(PARENT_ENV, "")
+    if value.isdigit():
+        die_with_parent(int(value))
 
 
 class DieWithParent:
