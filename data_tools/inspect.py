@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import torch
 
-from rsmatch_usb.config import check_numbers, get_config
+from rsmatch_usb.config import get_config
 from .errors import UserError, command_name, report
 from . import usb
 
@@ -66,7 +66,7 @@ def format_report(args, lb_set, ulb_set, eval_set):
 def main(argv=None):
     """Entry point; returns the exit code."""
     try:
-        args = check_numbers(get_config(argv))
+        args = get_config(argv)
         usb.check_dataset_name(args.dataset)
         if args.dataset not in usb.REAL_SOURCES:
             raise UserError(f"dataset: {args.dataset!r} is built by semilearn; inspect covers "

@@ -31,9 +31,10 @@ def _probability(**kw):
     return NumberRange(float, 0.0, 1.0, **kw)
 
 
-# Every numeric key the train command checks before anything is written: USB's train.py keys, the
-# plugin's data keys, and algorithm keys (RSMatch's, OpenMatch's, IOMatch's and USB's common ones).
-# A key not present in a run's arguments (another algorithm's) is skipped. Upper bounds are sanity
+# Every numeric key the train command checks (get_config) before anything is written: USB's train.py keys,
+# the plugin's data keys, and algorithm keys (RSMatch's, OpenMatch's, IOMatch's and USB's common ones).
+# A key not present in a run's arguments (another algorithm's) is skipped; other numeric arguments
+# must be finite numbers of their type (numeric_fallbacks). Upper bounds are sanity
 # limits: far above any published setting, below what exhausts memory or overflows (queue_size:
 # 2e9 allocated 160 GB; lr, loss weights: a NaN model within a few steps).
 NUMERIC_KEYS: Mapping[str, NumberRange] = {
@@ -244,7 +245,11 @@ def check_leftover_argv(leftover, known):
 
 
 def get_config(argv=None):
-    """Parse ``argv`` the way USB's train.py does, including ``get_argument()`` of the algorithm."""
+    """Parse ``argv`` the way USB's train.py does, including ``get_argument()`` of the algorithm.
+
+    Numeric values are then checked (:data:`NUMERIC_KEYS`, :func:`numeric_fallbacks`): a bad one is a
+    UserError before anything is read or written.
+    """
     from semilearn.core.utils import ALGORITHMS, IMB_ALGORITHMS
 
     import rsmatch_usb  # noqa: F401  (registers the plugin's algorithms)
@@ -280,4 +285,14 @@ def get_config(argv=None):
         args.gpu = None
     elif args.gpu is not None:
         args.gpu = int(args.gpu)
-    return args
+    return check_numbers(args, {**numeric_fallbacks(parser), **NUMERIC_KEYS})
+
+
+def numeric_fallbacks(parser: argparse.ArgumentParser) -> Mapping[str, NumberRange]:
+    """A row for each int or float argument of ``parser`` that :data:`NUMERIC_KEYS` lacks (other algorithms' keys).
+
+    Only the type, finite (no NaN or infinity), and null where the default is:
+    ``mixup_alpha: nan`` is an error too, though no range is known for it.
+    """
+    return {a.dest: NumberRange(a.type, none_ok=a.default is None) for a in parser._actions
+            if a.type in (int, float) and a.dest not in NUMERIC_KEYS}

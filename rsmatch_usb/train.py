@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from data_tools import processes, run_folder
 
-from .config import check_numbers, get_config
+from .config import get_config
 from .errors import UserError, report
 from .fingerprints import fingerprint, log_fingerprint
 from .nets import get_net_builder
@@ -48,7 +48,6 @@ def prepare(args):
     """Validate ``args`` and fix up device-dependent keys, before anything is written."""
     from data_tools import mixing, usb as usb_data
 
-    check_numbers(args)
     args.save_name = run_folder.check_save_name(args.save_name)
     args.device = runtime.resolve_device(args.device, gpu_request=gpu_request(args))
     get_net_builder(args.net, args.net_from_name)

@@ -54,6 +54,8 @@ PROBES = {
     "seed -1": (dict(seed=-1), "seed: -1 is not valid; give an integer in [0, 4294967295]"),
     "batch_size true": (dict(batch_size=True), "batch_size: True is not valid"),
     "lr null": (dict(lr=None), "lr: None is not valid; give a number in [0, 10]"),
+    # A key the table has no row for: a finite number of its type.
+    "mixup_alpha nan": (dict(algorithm="mixmatch", mixup_alpha=math.nan), "mixup_alpha: nan is not valid; give a number"),
 }
 
 
