@@ -274,7 +274,7 @@ class Results:
         """
         if log_has_result(run.folder):
             row = report.run_record(run.folder)
-        elif run.status == "finished" and run.checkpoint:
+        elif run.status == "finished" and run.checkpoint and os.path.isfile(os.path.join(run.folder, "log.txt")):
             row = finished_from_checkpoint(run)
         else:
             return False
@@ -434,6 +434,10 @@ class Runner:
                 except UserError as exc:
                     self.say(f"[-/{self.total}] not run: {exc}")
                     return run, "busy", 0.0
+                except OSError as exc:  # save_dir not writable: the train command would say the same
+                    self.say(f"[-/{self.total}] error: {run.save_name}: cannot create or lock {run.folder} "
+                             f"({exc.strerror})")
+                    return run, "unreadable", 0.0
                 before = run.status
                 inspect(run, self.results.read() if self.results is not None else None)
                 if run.status in ("finished", "recorded"):
@@ -631,7 +635,7 @@ def main(argv=None, out=sys.stdout):
     except Stopped as exc:
         print(f"interrupted by {exc}; rerun the same command to resume", file=out, flush=True)
         return 128 + exc.signum
-    why_not = {"unreadable": "not run: no readable checkpoint, or its result could not be recorded",
+    why_not = {"unreadable": "not run (no readable checkpoint, or its folder could not be locked) or not recorded",
                "busy": "not run: its folder is in use by another run"}
     failed = [(run, why_not.get(code, code)) for run, code, _ in results if code not in (0, None, "finished")]
     failed += [(run, why_not["unreadable"]) for run in unreadable]
