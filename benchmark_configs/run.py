@@ -419,7 +419,8 @@ class Runner:
         """Train ``run`` unless, checked again under its folder's lock, it is finished or another run holds it.
 
         Returns ``(run, outcome, seconds)``: the exit code, None when stopped,
-        or ``"busy"`` / ``"finished"`` / ``"unreadable"`` when nothing was started.
+        ``"busy"`` / ``"finished"`` / ``"unreadable"`` when nothing was started, or
+        ``"error"`` (its folder could not be locked, or its result not recorded).
         The lock is held from the check until the training and its recording
         end (the training takes it over, :func:`data_tools.run_folder.hand_lock_env`),
         so two runners on the same runs never train one twice nor clear a finished one.
@@ -437,7 +438,7 @@ class Runner:
                 except OSError as exc:  # save_dir not writable: the train command would say the same
                     self.say(f"[-/{self.total}] error: {run.save_name}: cannot create or lock {run.folder} "
                              f"({exc.strerror})")
-                    return run, "unreadable", 0.0
+                    return run, "error", 0.0
                 before = run.status
                 inspect(run, self.results.read() if self.results is not None else None)
                 if run.status in ("finished", "recorded"):
@@ -453,7 +454,7 @@ class Runner:
                 return self._train(run, slot, fd)
         except UserError as exc:  # the results file turned unreadable while running
             self.say(f"[-/{self.total}] error: {run.save_name}: {exc}")
-            return run, "unreadable", 0.0
+            return run, "error", 0.0
         finally:
             self.slots.put(slot)
 
@@ -635,7 +636,8 @@ def main(argv=None, out=sys.stdout):
     except Stopped as exc:
         print(f"interrupted by {exc}; rerun the same command to resume", file=out, flush=True)
         return 128 + exc.signum
-    why_not = {"unreadable": "not run (no readable checkpoint, or its folder could not be locked) or not recorded",
+    why_not = {"unreadable": "not run: no readable checkpoint",
+               "error": "not run or not recorded: see its error line above",
                "busy": "not run: its folder is in use by another run"}
     failed = [(run, why_not.get(code, code)) for run, code, _ in results if code not in (0, None, "finished")]
     failed += [(run, why_not["unreadable"]) for run in unreadable]

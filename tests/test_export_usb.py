@@ -48,7 +48,7 @@ def test_export_tree_is_the_generator_output_and_imports_no_plugin(exported):
     names = {Path(p).name for p in algorithm}
     plugin_package = Path(REPO, "rsmatch_usb", "algorithms", "rsmatch")
     assert names == {p.name for p in plugin_package.glob("*.py")} | {"heads.py", "errors.py", "fingerprints.py",
-                                                                       "common.py", "origin.py"}
+                                                                       "common.py", "origin.py", "processes.py"}
     for relpath, text in algorithm.items():
         assert rewrite.plugin_imports(text, rewrite.TARGET_PACKAGE, relpath) == []
         assert "rsmatch_usb." not in "".join(line for line in text.splitlines(True) if "import" in line)

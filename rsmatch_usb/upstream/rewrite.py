@@ -21,6 +21,7 @@ VENDORED = {
     "rsmatch_usb.fingerprints": "fingerprints",
     "rsmatch_usb.algorithms.common": "common",
     "rsmatch_usb.origin": "origin",
+    "data_tools.processes": "processes",  # the queue-draw worker dies with its training
 }
 # Vendored modules that only re-export: the module whose file is copied instead.
 DEFINED_IN = {
