@@ -111,7 +111,7 @@ News line for USB's README: `- Add [RSMatch]({PAPER}) for SSL with synthetic ima
 
 ## What is here and how to apply it
 
-- `{ALGORITHM_DIR}/`: the algorithm folder (the `rsmatch` algorithm, its detector, CSQueue and hooks, `heads.py`, the extra-classifier-heads mixin its dummy head uses, `fingerprints.py`, which logs the DDP ranks' detector and queue hashes, `common.py`, the helpers the plugin's algorithms share, and `origin.py`, the unlabeled set's ground-truth origin the detector evaluation reads). Besides the standard library it imports only {', '.join(packages)}.
+- `{ALGORITHM_DIR}/`: the algorithm folder (the `rsmatch` algorithm, its detector, CSQueue and hooks, `heads.py`, the extra-classifier-heads mixin its dummy head uses, `fingerprints.py`, which logs the DDP ranks' detector and queue hashes, `common.py`, the helpers the plugin's algorithms share, `origin.py`, the unlabeled set's ground-truth origin the detector evaluation reads, and `processes.py`, which makes the queue-draw worker die with its training). Besides the standard library it imports only {', '.join(packages)}.
 - `{registration.REGISTRY_PATH}`: the registry file of {usb_label} with `'rsmatch'` appended to the `semilearn.algorithms` list of `ALL_MODULES`; overlay it only onto that same USB version. For another version apply `{DIFF_NAME}` (`git apply {DIFF_NAME}` at the checkout's root) or append `'rsmatch'` to that list by hand.
 - The configs, USB's FixMatch classic-CV settings plus RSMatch's keys at their defaults (`python train.py --c config/classic_cv/rsmatch/rsmatch_cifar10_40_0.yaml`):
 {names}
