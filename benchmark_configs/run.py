@@ -95,7 +95,6 @@ class Run:
     save_dir: str
     save_name: str
     num_train_iter: int
-    overwrite: bool = True     # the config's: may a new run clear what a run that died early left in its folder
     status: str = "new"        # new | resume | finished | recorded (in the results file) | unreadable
     done_iters: int = 0
     checkpoint: str = ""       # the checkpoint a resume loads
@@ -155,11 +154,6 @@ def inspect(run, recorded=None):
     return run
 
 
-def _truth(value):
-    """A config's boolean as the train command reads it (``True``, ``'false'``, ``0``, ...)."""
-    return str(value).strip().lower() not in ("false", "f", "no", "n", "0", "none", "")
-
-
 def collect(grid, patterns, save_dir):
     """The Runs of a named grid and/or config globs, in order, without duplicates."""
     paths = []
@@ -196,8 +190,7 @@ def collect(grid, patterns, save_dir):
             iters = check_number("num_train_iter", cfg["num_train_iter"], NumberRange(int, 1))
         except UserError as exc:
             raise InputError(f"config {path}: {exc}") from None
-        run = Run(path, os.path.dirname(run_dir), os.path.basename(run_dir), iters,
-                  overwrite=_truth(cfg.get("overwrite", True)))
+        run = Run(path, os.path.dirname(run_dir), os.path.basename(run_dir), iters)
         folder = os.path.abspath(run.folder)
         if folder in folders:
             raise InputError(f"configs {folders[folder]} and {path} write the same run folder {run.folder}")
@@ -470,7 +463,8 @@ class Runner:
         began = time.monotonic()
         # The training takes over the folder's lock, and dies with the runner even when SIGKILL gives no
         # chance to forward a signal.
-        env = {**self.env(slot), **run_folder.hand_lock_env(lock_fd, run.folder), **processes.child_dies_with_me_env()}
+        env = {**self.env(slot), **run_folder.hand_lock_env(lock_fd, run.folder),
+               **processes.child_dies_with_me_env()}
         code = self.launch(command(run, self.train_args), env, run.runner_log, pass_fds=(lock_fd,))
         took = time.monotonic() - began
         if self.stopping:
