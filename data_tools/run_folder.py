@@ -1,7 +1,12 @@
-"""A run folder (``save_dir/save_name``): what makes it finished, and the lock a writing run holds.
+"""A run folder (``save_dir/save_name``): its name, what makes it finished, the lock a writing run holds.
 
-Used by the train command (one writer per folder, no silent retraining over a
-finished run) and by the grid runner (which runs are finished). Like
+The one place where run folders are named, created, locked and cleared:
+``save_name`` names a plain subfolder (:func:`check_save_name`); overwrite
+clears only a run folder (:func:`check_clearable`, :data:`MARKER`); one
+process writes a folder at a time (:func:`locked`), a lock the grid runner can
+hand to the training it starts. Used by the train command (one writer per
+folder, no silent retraining over a finished run) and by the grid runner
+(which runs are finished, decided under the lock). Like
 :mod:`data_tools.config_files` it imports nothing of the project but the
 errors, so the runner reads run folders without loading semilearn.
 """
