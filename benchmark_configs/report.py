@@ -31,6 +31,7 @@ Unfinished runs are listed in the CSV and left out of the tables unless
 import argparse
 import ast
 import csv
+import io
 import math
 import os
 import re
@@ -135,6 +136,8 @@ def parse_log(path):
     segments = []  # [first timestamp, last timestamp] per (re)start
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
+            if not line.endswith("\n"):
+                break  # the last line, cut by a kill or a full disk: its value may be cut too (0.9 -> 0.)
             stamp = STAMP_RE.match(line)
             if stamp:
                 ts = _timestamp(stamp)
@@ -247,25 +250,84 @@ def parse_by_source(text):
     return {k: _number(v) for k, v in pairs}
 
 
-def read_results(path):
-    """Rows of a results CSV (the runner's, or a runs.csv), typed as :func:`run_record` makes them."""
-    import csv
+def read_result_rows(path):
+    """``(columns, rows)`` of a results CSV as text, every column kept (a user's own ones too).
 
+    A row that is not whole is an InputError naming its line, never a
+    traceback or a silently misread row: bytes that are not UTF-8 (a
+    Latin-1 editor), a NUL byte, or a field count other than the header's
+    (a row torn by a crash or a concurrent writer). Blank lines are skipped.
+    """
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+        with open(path, "rb") as f:
+            raw = f.read()
     except OSError as exc:
         raise InputError(f"--results {path}: cannot read it ({exc.strerror})") from None
-    out = []
+    fix = "repair or delete that line (or restore the file from git)"
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise InputError(f"--results {path}: line {line} is not UTF-8 text (byte {raw[exc.start]:#04x}); "
+                         f"save the file as UTF-8, or {fix}") from None
+    if "\0" in text:
+        line = text[:text.index("\0")].count("\n") + 1
+        raise InputError(f"--results {path}: line {line} holds a NUL byte (a torn write?); {fix}")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        columns = next(reader, [])
+        if "save_name" not in columns:
+            raise InputError(f"--results {path}: no header with a save_name column; give a results CSV the "
+                             "runner wrote (or a report's runs.csv)")
+        rows = []
+        for fields in reader:
+            if not fields or fields == [""]:
+                continue
+            if len(fields) != len(columns):
+                raise InputError(f"--results {path}: line {reader.line_num} has {len(fields)} field(s) where the "
+                                 f"header has {len(columns)} (a torn row?); {fix}")
+            if not fields[columns.index("save_name")].strip():
+                raise InputError(f"--results {path}: line {reader.line_num} has no save_name; {fix}")
+            rows.append(dict(zip(columns, fields)))
+    except csv.Error as exc:
+        raise InputError(f"--results {path}: line {reader.line_num} is not CSV ({exc}); {fix}") from None
+    return columns, rows
+
+
+def typed_row(row):
+    """A results row (text) typed as :func:`run_record` makes its values."""
+    row = dict(row)
+    for key in ("best_acc", "final_acc", "detector_auroc", "wall_time_s", "alpha", *ROUTING_KEYS):
+        row[key] = _number(row.get(key) or "nan")
+    for key in ("num_labels", "seed", "iterations", "num_train_iter", "best_it", "final_it", "trusted_it"):
+        row[key] = _int(row.get(key), row.get(key))
+    row["finished"] = str(row.get("finished")).strip() == "True"
+    return row
+
+
+def read_results(path):
+    """Rows of a results CSV (the runner's, or a runs.csv), typed as :func:`run_record` makes them."""
+    return [typed_row(row) for row in read_result_rows(path)[1]]
+
+
+def csv_cell(value):
+    """How a row value is written to a CSV: NaN and None as an empty cell."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return value
+
+
+def check_one_run_per_seed(rows):
+    """An InputError when two rows are the same setting and seed: averaging them would count one seed twice."""
+    seen = {}
     for row in rows:
-        row = dict(row)
-        for key in ("best_acc", "final_acc", "detector_auroc", "wall_time_s", "alpha", *ROUTING_KEYS):
-            row[key] = _number(row.get(key) or "nan")
-        for key in ("num_labels", "seed", "iterations", "num_train_iter", "best_it", "final_it", "trusted_it"):
-            row[key] = _int(row.get(key), row.get(key))
-        row["finished"] = str(row.get("finished")).strip() == "True"
-        out.append(row)
-    return out
+        key = (row["label"], row["dataset"], str(row["num_labels"]), float(row["alpha"]), str(row["seed"]))
+        if key in seen:
+            raise InputError(f"runs {seen[key]} and {row['save_name']} are the same setting and seed "
+                             f"({row['label']}, {row['dataset']}, {row['num_labels']} labels, alpha "
+                             f"{row['alpha']:g}, seed {row['seed']}); tables average seeds, so keep one of them "
+                             "(remove the other's folder from --runs or its row from --results)")
+        seen[key] = row["save_name"]
 
 
 def find_runs(roots):
@@ -510,11 +572,10 @@ def write_csv(rows, path):
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: ("" if isinstance(row.get(k), float) and math.isnan(row[k]) else row.get(k, ""))
-                             for k in CSV_FIELDS})
+            writer.writerow({k: csv_cell(row.get(k, "")) for k in CSV_FIELDS})
 
 
-def write_markdown(rows, path, metric, excluded):
+def write_markdown(rows, path, metric, excluded, unidentified=0):
     lower = metric == "error"
     what = "error rate (%), lower is better" if lower else "top-1 accuracy (%), higher is better"
     transform = metric_transform(metric)
@@ -530,6 +591,9 @@ def write_markdown(rows, path, metric, excluded):
              "- **final**: the last logged evaluation (the end of training), free of that selection.", ""]
     if excluded:
         parts += [f"{excluded} unfinished run(s) left out (see runs.csv; `--include-unfinished` keeps them).", ""]
+    if unidentified:
+        parts += [f"{unidentified} run(s) left out whose log does not say their dataset and label count (a log "
+                  "cut before its `Arguments:` line, with a save_name the generator did not make; see runs.csv).", ""]
     for dataset in _dataset_order({r["dataset"] for r in rows}):
         name = DATASET_NAMES.get(dataset, dataset)
         for title, stats in (("best", best), ("final", final)):
@@ -647,20 +711,24 @@ def main(argv=None):
         recorded = [row for path in args.results for row in read_results(path)]
         if os.path.exists(args.out) and not os.path.isdir(args.out):
             raise InputError(f"--out {args.out} exists and is not a folder")
+        from_logs = [run_record(f) for f in folders]
+        seen = {r["save_name"] for r in from_logs}
+        rows = sort_rows(from_logs + [r for r in recorded if r["save_name"] not in seen])
+        kept = rows if args.include_unfinished else [r for r in rows if r["finished"]]
+        # Without its dataset and label count a run belongs to no table cell.
+        identified = [r for r in kept if r["dataset"] and _int(r["num_labels"]) >= 0]
+        check_one_run_per_seed(identified)
     except UserError as exc:
         p.exit(2, f"{p.prog}: error: {exc}\n")
     os.makedirs(args.out, exist_ok=True)
 
-    from_logs = [run_record(f) for f in folders]
-    seen = {r["save_name"] for r in from_logs}
-    rows = sort_rows(from_logs + [r for r in recorded if r["save_name"] not in seen])
-    kept = rows if args.include_unfinished else [r for r in rows if r["finished"]]
     write_csv(rows, os.path.join(args.out, "runs.csv"))
-    write_markdown(kept, os.path.join(args.out, "tables.md"), args.metric, len(rows) - len(kept))
-    if kept:
-        write_plot(kept, os.path.join(args.out, "acc_vs_alpha.png"), args.metric)
+    write_markdown(identified, os.path.join(args.out, "tables.md"), args.metric, len(rows) - len(kept),
+                   len(kept) - len(identified))
+    if identified:
+        write_plot(identified, os.path.join(args.out, "acc_vs_alpha.png"), args.metric)
     print(f"{len(rows)} run(s), {sum(r['finished'] for r in rows)} finished; wrote "
-          f"{os.path.join(args.out, 'runs.csv')}, tables.md" + (", acc_vs_alpha.png" if kept else
+          f"{os.path.join(args.out, 'runs.csv')}, tables.md" + (", acc_vs_alpha.png" if identified else
                                                                  " (no finished runs: no plot)"))
     return 0
 

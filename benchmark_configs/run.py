@@ -11,32 +11,44 @@ is finished when its ``log.txt`` has USB's ``Model result - eval/best_acc``
 line or its newest readable checkpoint has reached ``num_train_iter``; it is
 resumed (``--resume True --load_path <run>/latest_model.pth``, or
 ``model_best.pth`` when the latest cannot be loaded) when a readable checkpoint
-exists, started afresh (``--resume False``, which clears a stale run folder)
-when there is none, and left alone (reported, counted as failed) when its
-checkpoint files exist but none can be loaded safely. A run's console output
-goes to ``<save_dir>/<save_name>.runner.log``.
+exists, started afresh (``--resume False``; the train command clears what a
+run that died before its first checkpoint left, where the config's
+``overwrite`` allows it, True by default) when there is none, and left alone
+(reported, counted as failed) when its checkpoint files exist but none can be
+loaded safely. A run's console output goes to ``<save_dir>/<save_name>.runner.log``.
+
+That decision is taken again when a run's turn comes, under the run folder's
+lock (:func:`data_tools.run_folder.locked`), which the runner holds until the
+training (which takes the lock over) and its recording end: a run another
+runner has finished since start-up is skipped, one that another process holds
+is left to it (reported, counted as not run), so two runners on one grid never
+train a run twice nor clear a finished folder.
 
 With a results file (``--results FILE``; a grid with a committed one, such as
 ``fashion``, uses ``docs/results/<grid>/results.csv`` by default) a run it
 records (same ``save_name`` and ``num_train_iter``) is finished too, and the
-runner appends each finished run's result there (the report's row, the machine
-and the time), also for runs it finds finished on disk, and keeps each such
-run's ``log.txt`` under ``logs/<save_name>/`` beside the file, so a grid that spans
-machines and sessions continues where the last one stopped once the file is
-committed.
+runner writes each finished run's result there (the report's row, the machine
+and the time), also for runs it finds finished on disk (a run whose log lost
+its result line to a kill takes its best accuracy from its checkpoint), and
+keeps each such run's ``log.txt`` under ``logs/<save_name>/`` beside the file
+(a rerun's replaces it), so a grid that spans machines and sessions continues
+where the last one stopped once the file is committed. Runners sharing the file
+merge their rows (:class:`Results`); a damaged row is one error line.
 
 Each run starts in its own session (process group). SIGTERM or SIGINT to the
 runner (``kill``, ``timeout``, a job scheduler, Ctrl-C) is forwarded to every
 running training's process group, data-loader and DDP workers included; the
 runner waits for them (SIGKILL after 30 s) and exits 128 + the signal number
 (143 for SIGTERM, 130 for SIGINT). Rerun the same command to resume.
-Exit code: 0 when every run finished, 1 when any failed, 2 for bad input, 130 or
-143 when interrupted.
+Exit code: 0 when every run finished, 1 when any failed or was in use by another
+process, 2 for bad input, 130 or 143 when interrupted.
 """
 import argparse
 import contextlib
 import csv
+import fcntl
 import glob
+import math
 import os
 import platform
 import queue
@@ -54,12 +66,14 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmark_configs import generate, report
+from data_tools import processes, run_folder
+from data_tools.atomic import atomic_write
 from data_tools.config_files import load_yaml
 from data_tools.errors import UserError, command_name
+from data_tools.numbers import NumberRange, check_number
 from data_tools.run_folder import CHECKPOINTS, log_has_result
 
 REPO = os.path.dirname(generate.HERE)
-
 
 
 class InputError(UserError):
@@ -171,8 +185,12 @@ def collect(grid, patterns, save_dir):
         for needed in ("save_name", "num_train_iter"):
             if needed not in cfg:
                 raise InputError(f"config {path} has no {needed!r} key")
-        run = Run(path, save_dir or str(cfg.get("save_dir", "./saved_models")), str(cfg["save_name"]),
-                  int(cfg["num_train_iter"]))
+        try:
+            run_dir = run_folder.run_path(save_dir or cfg.get("save_dir", "./saved_models"), cfg["save_name"])
+            iters = check_number("num_train_iter", cfg["num_train_iter"], NumberRange(int, 1))
+        except UserError as exc:
+            raise InputError(f"config {path}: {exc}") from None
+        run = Run(path, os.path.dirname(run_dir), os.path.basename(run_dir), iters)
         folder = os.path.abspath(run.folder)
         if folder in folders:
             raise InputError(f"configs {folders[folder]} and {path} write the same run folder {run.folder}")
@@ -182,15 +200,31 @@ def collect(grid, patterns, save_dir):
 
 
 class Results:
-    """The results file: one row per finished run (``report.RESULT_FIELDS``), kept sorted by save_name."""
+    """The results file: one row per finished run (``report.RESULT_FIELDS``), kept sorted by save_name.
+
+    Several runners may share one file (the embedded grids do). Each write
+    holds an exclusive ``flock`` on the file's folder, re-reads the file as it
+    is on disk then, replaces only its own run's row, and goes through a
+    temporary file of its own (:func:`data_tools.atomic.atomic_write`): no
+    runner writes from a stale copy, and rows and columns it does not know (a
+    user's own) stay with their values. A row that is not whole (torn, not
+    UTF-8) stops the runner with one error line naming its line
+    (:func:`report.read_result_rows`) rather than being dropped by the next write.
+    """
 
     def __init__(self, path):
+        if os.path.isdir(path):
+            raise InputError(f"--results {path} is a folder; give the path of a CSV file (it is created if "
+                             "missing)")
         self.path = path
         self.lock = threading.Lock()
-        try:
-            self.rows = {r["save_name"]: r for r in report.read_results(path)} if os.path.isfile(path) else {}
-        except report.InputError as exc:
-            raise InputError(str(exc)) from None
+        self.rows = self.read()
+
+    def read(self):
+        """The file's rows on disk now, typed, by save_name ({} when there is no file yet)."""
+        if not os.path.exists(self.path):
+            return {}
+        return {r["save_name"]: r for r in report.read_results(self.path)}
 
     @property
     def log_dir(self):
@@ -201,40 +235,74 @@ class Results:
         """
         return os.path.join(os.path.dirname(os.path.abspath(self.path)), "logs")
 
-    def keep_log(self, run):
-        """Copy ``run``'s log beside the file unless a copy is there; True when copied."""
+    def keep_log(self, run, replace=False):
+        """Copy ``run``'s log beside the file (unless a copy is there and not ``replace``); True when copied."""
         source = os.path.join(run.folder, "log.txt")
         target = os.path.join(self.log_dir, run.save_name, "log.txt")
-        if os.path.isfile(target) or not os.path.isfile(source):
+        if (os.path.isfile(target) and not replace) or not os.path.isfile(source):
             return False
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        shutil.copyfile(source, target + ".tmp")
-        os.replace(target + ".tmp", target)
+        with open(source, "rb") as src, atomic_write(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
         return True
 
+    @contextlib.contextmanager
+    def _file_locked(self):
+        """An exclusive flock on the results file's folder (the file itself is replaced, so it cannot hold one)."""
+        folder = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def record(self, run):
-        """Add ``run``'s result, read from its log, and keep the log; False when the log has no final result."""
-        if not log_has_result(run.folder):
+        """Add ``run``'s result and keep its log; False when the run has no final result to record.
+
+        The result comes from the log's result line; a run that finished (its
+        checkpoint reached ``num_train_iter``) but whose log lost that line
+        (cut by a kill or a full disk) takes its best accuracy from the checkpoint.
+        """
+        if log_has_result(run.folder):
+            row = report.run_record(run.folder)
+        elif run.status == "finished" and run.checkpoint and os.path.isfile(os.path.join(run.folder, "log.txt")):
+            row = finished_from_checkpoint(run)
+        else:
             return False
-        row = report.run_record(run.folder)
         row.update(machine=machine(), recorded=time.strftime("%Y-%m-%d %H:%M:%S"))
         if row.get("num_train_iter") in (None, ""):  # a log without the Arguments line: the config's
             row["num_train_iter"] = run.num_train_iter
-        with self.lock:
-            self.rows[run.save_name] = row
-            folder = os.path.dirname(os.path.abspath(self.path))
-            os.makedirs(folder, exist_ok=True)
-            temp = self.path + ".tmp"
-            with open(temp, "w", newline="", encoding="utf-8") as f:
-                writer = csv.DictWriter(f, fieldnames=report.RESULT_FIELDS, extrasaction="ignore")
+        with self.lock, self._file_locked():
+            columns, rows = report.read_result_rows(self.path) if os.path.exists(self.path) else ([], [])
+            by_name = {r["save_name"]: r for r in rows}
+            extra = [c for c in columns if c not in report.RESULT_FIELDS]
+            kept = by_name.get(run.save_name, {})
+            by_name[run.save_name] = {**{c: kept.get(c, "") for c in extra},
+                                      **{k: report.csv_cell(row.get(k, "")) for k in report.RESULT_FIELDS}}
+            with atomic_write(self.path, "w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=report.RESULT_FIELDS + extra)
                 writer.writeheader()
-                for name in sorted(self.rows):
-                    r = self.rows[name]
-                    writer.writerow({k: "" if isinstance(r.get(k), float) and r[k] != r[k] else r.get(k, "")
-                                     for k in report.RESULT_FIELDS})
-            os.replace(temp, self.path)  # a reader never sees a half-written file
-            self.keep_log(run)
+                for name in sorted(by_name):
+                    writer.writerow(by_name[name])
+            # The rerun's log replaces the kept one: the report reads it beside the row.
+            self.keep_log(run, replace=True)
+            self.rows = {name: report.typed_row(r) for name, r in by_name.items()}
         return True
+
+
+def finished_from_checkpoint(run):
+    """The results row of a finished run whose log has no result line: its log, and the checkpoint's best."""
+    # Imported here: importing the plugin loads semilearn, which only a checkpoint to read needs.
+    from rsmatch_usb import checkpoint as checkpoints
+
+    row = report.run_record(run.folder)
+    state = checkpoints.load(run.checkpoint)
+    best_it = state.get("best_it")
+    row.update(best_acc=float(state.get("best_eval_acc", math.nan)), finished=True,
+               best_it=None if best_it is None else int(best_it) + 1)  # as the log's eval/best_it, + 1
+    return row
 
 
 def machine():
@@ -270,9 +338,11 @@ def command(run, train_args=()):
     if run.status == "resume":
         cmd += ["--resume", "True", "--load_path", run.checkpoint]
     else:
-        # No checkpoint: a folder left by a run that died before its first
-        # checkpoint holds only a partial log; start clean.
-        cmd += ["--resume", "False", "--overwrite", "True"]
+        # No checkpoint: a folder left by a run that died before its first checkpoint holds
+        # only a partial log, which the train command clears where the config allows it
+        # (overwrite: True, its default); the runner re-checked under the run's lock that
+        # the folder holds no finished run.
+        cmd += ["--resume", "False"]
     return cmd + list(train_args)
 
 
@@ -313,11 +383,12 @@ class Runner:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
         return env
 
-    def launch(self, cmd, env, log_path):
+    def launch(self, cmd, env, log_path, pass_fds=()):
         """Start one command with its output appended to ``log_path``; returns its exit code.
 
         The command gets its own session, so a signal meant for the runner reaches
         it only through :meth:`stop`, which signals its whole process group.
+        ``pass_fds``: open files the command inherits (the run folder's lock).
         Returns None when the runner is stopping and nothing was started.
         """
         os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
@@ -329,7 +400,7 @@ class Runner:
                 if self.stopping:
                     return None
                 proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                        start_new_session=True)
+                                        start_new_session=True, pass_fds=pass_fds)
                 self.procs[proc.pid] = proc
             try:
                 return proc.wait()
@@ -338,31 +409,74 @@ class Runner:
                     self.procs.pop(proc.pid, None)
 
     def run_one(self, run):
+        """Train ``run`` unless, checked again under its folder's lock, it is finished or another run holds it.
+
+        Returns ``(run, outcome, seconds)``: the exit code, None when stopped,
+        ``"busy"`` / ``"finished"`` / ``"unreadable"`` when nothing was started, or
+        ``"error"`` (its folder could not be locked, or its result not recorded).
+        The lock is held from the check until the training and its recording
+        end (the training takes it over, :func:`data_tools.run_folder.hand_lock_env`),
+        so two runners on the same runs never train one twice nor clear a finished one.
+        """
         if self.stopping:
             return run, None, 0.0
         slot = self.slots.get()
         try:
-            with self.lock:
-                self.count += 1
-                index = self.count
-            how = f"resume at iteration {run.done_iters}" if run.status == "resume" else "start"
-            if run.note:
-                how += f" ({run.note})"
-            gpu = f" on GPU {self.gpus[slot % len(self.gpus)]}" if self.gpus else ""
-            self.say(f"[{index}/{self.total}] {how:>9}{gpu}: {run.save_name}")
-            began = time.monotonic()
-            code = self.launch(command(run, self.train_args), self.env(slot), run.runner_log)
-            took = time.monotonic() - began
-            if self.stopping:
-                state = "stopped"
-            else:
-                state = "done" if code == 0 else f"FAILED (exit {code}; see {run.runner_log})"
-            self.say(f"[{index}/{self.total}] {state}: {run.save_name} in {_fmt(took)}")
-            if code == 0 and not self.stopping and self.results is not None and self.results.record(run):
-                self.say(f"[{index}/{self.total}] recorded in {self.results.path}")
-            return run, code, took
+            with contextlib.ExitStack() as stack:
+                try:
+                    fd = stack.enter_context(run_folder.locked(run.folder))
+                except UserError as exc:
+                    self.say(f"[-/{self.total}] not run: {exc}")
+                    return run, "busy", 0.0
+                except OSError as exc:  # save_dir not writable: the train command would say the same
+                    self.say(f"[-/{self.total}] error: {run.save_name}: cannot create or lock {run.folder} "
+                             f"({exc.strerror})")
+                    return run, "error", 0.0
+                before = run.status
+                inspect(run, self.results.read() if self.results is not None else None)
+                if run.status in ("finished", "recorded"):
+                    self.say(f"[-/{self.total}] {run.status} meanwhile (another runner?), skipped: {run.save_name}")
+                    if run.status == "finished" and self.results is not None and self.results.record(run):
+                        self.say(f"[-/{self.total}] recorded in {self.results.path}")
+                    return run, "finished", 0.0
+                if run.status == "unreadable":
+                    self.say(f"[-/{self.total}] error: {run.save_name}: {run.note}")
+                    return run, "unreadable", 0.0
+                if run.status != before:
+                    self.say(f"[-/{self.total}] {run.save_name} changed since start-up: {before} -> {run.status}")
+                return self._train(run, slot, fd)
+        except UserError as exc:  # the results file turned unreadable while running
+            self.say(f"[-/{self.total}] error: {run.save_name}: {exc}")
+            return run, "error", 0.0
         finally:
             self.slots.put(slot)
+
+    def _train(self, run, slot, lock_fd):
+        with self.lock:
+            self.count += 1
+            index = self.count
+        how = f"resume at iteration {run.done_iters}" if run.status == "resume" else "start"
+        if run.note:
+            how += f" ({run.note})"
+        gpu = f" on GPU {self.gpus[slot % len(self.gpus)]}" if self.gpus else ""
+        self.say(f"[{index}/{self.total}] {how:>9}{gpu}: {run.save_name}")
+        began = time.monotonic()
+        # The training takes over the folder's lock, and dies with the runner even when SIGKILL gives no
+        # chance to forward a signal.
+        env = {**self.env(slot), **run_folder.hand_lock_env(lock_fd, run.folder),
+               **processes.child_dies_with_me_env()}
+        code = self.launch(command(run, self.train_args), env, run.runner_log, pass_fds=(lock_fd,))
+        took = time.monotonic() - began
+        if self.stopping:
+            state = "stopped"
+        else:
+            state = "done" if code == 0 else f"FAILED (exit {code}; see {run.runner_log})"
+        self.say(f"[{index}/{self.total}] {state}: {run.save_name} in {_fmt(took)}")
+        if code == 0 and not self.stopping and self.results is not None:
+            inspect(run)  # finished now: by its log's result line, or by its checkpoint if the log lost that line
+            if self.results.record(run):
+                self.say(f"[{index}/{self.total}] recorded in {self.results.path}")
+        return run, code, took
 
     def signal_children(self, signum):
         """Send ``signum`` to the process group of every running child; returns those children."""
@@ -483,7 +597,10 @@ def main(argv=None, out=sys.stdout):
         print(f"error: {run.save_name}: {run.note}", file=out, flush=True)
     if record_file is not None and not args.dry_run:
         # Runs finished on this machine before (or without) the results file: record them now.
-        late = [r for r in runs if r.status == "finished" and record_file.record(r)]
+        try:
+            late = [r for r in runs if r.status == "finished" and record_file.record(r)]
+        except UserError as exc:  # the file was damaged since start-up
+            parser.exit(2, f"{parser.prog}: error: {exc}\n")
         if late:
             print(f"recorded {len(late)} finished run(s) in {record_file.path}", file=out, flush=True)
         # Runs recorded before logs were kept: their logs too, where this machine has them.
@@ -513,10 +630,14 @@ def main(argv=None, out=sys.stdout):
     except Stopped as exc:
         print(f"interrupted by {exc}; rerun the same command to resume", file=out, flush=True)
         return 128 + exc.signum
-    failed = [(run, code) for run, code, _ in results if code not in (0, None)]
-    failed += [(run, "not run: no readable checkpoint") for run in unreadable]
+    why_not = {"unreadable": "not run: no readable checkpoint",
+               "error": "not run or not recorded: see its error line above",
+               "busy": "not run: its folder is in use by another run"}
+    failed = [(run, why_not.get(code, code)) for run, code, _ in results if code not in (0, None, "finished")]
+    failed += [(run, why_not["unreadable"]) for run in unreadable]
     took = sum(t for _, _, t in results)
     completed = sum(code == 0 for _, code, _ in results)
+    finished += sum(code == "finished" for _, code, _ in results)
     print(f"summary: {completed} run(s) completed, {len(failed)} failed, {finished} skipped as "
           f"finished; {_fmt(time.monotonic() - runner.start)} wall, {_fmt(took)} of training", file=out)
     for run, code in failed:

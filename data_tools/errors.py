@@ -6,6 +6,7 @@ data reader can raise it without loading semilearn or the plugin's algorithms;
 (``SynthesisError``, the ``InputError`` of ``benchmark_configs``) derive from it.
 """
 import os
+import reprlib
 import sys
 
 # Exit status of every command for bad input (argparse's own for a bad flag).
@@ -28,6 +29,21 @@ class UserError(Exception):
         if "\nOriginal Traceback" in text:
             return text.rstrip().splitlines()[-1].split("UserError: ", 1)[-1]
         return text
+
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 60
+_SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxdict = _SHOWN.maxset = 4
+_SHOWN.maxlevel = 2
+
+
+def shown(value) -> str:
+    """``repr(value)`` cut short (long strings, long or nested lists), for an error line that stays one short line.
+
+    A config value can be anything YAML holds; its full repr (a list of
+    thousands of values) would bury the problem and the fix.
+    """
+    return _SHOWN.repr(value)
 
 
 def command_name(script, module):

@@ -15,6 +15,7 @@ images of every benchmark run) is what remains. The benchmark's eval split is
 the 10,000 test images, which no generator sees.
 """
 import gzip
+import math
 import os
 
 import numpy as np
@@ -43,6 +44,14 @@ _IDX_DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2
                0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
+def repair_hint(path):
+    """How to repair a damaged Fashion-MNIST file: reinstall the Debian package only for the package's own file."""
+    if os.path.realpath(path).startswith(os.path.realpath(DEBIAN_DIR) + os.sep):
+        return f"reinstall it (apt-get install --reinstall {DEBIAN_PACKAGE})"
+    return ("replace it with the dataset's original file (torchvision.datasets.FashionMNIST(..., download=True) "
+            f"fetches them), or remove it to use the files of the Debian package {DEBIAN_PACKAGE}")
+
+
 def read_idx(path):
     """Read an IDX file (``.gz`` or uncompressed) into a numpy array.
 
@@ -53,22 +62,19 @@ def read_idx(path):
         with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
             raw = f.read()
     except (OSError, EOFError) as err:  # gzip raises OSError/EOFError on a damaged stream
-        raise UserError(f"Fashion-MNIST file {path} cannot be read ({err}); "
-                        f"reinstall it (apt-get install --reinstall {DEBIAN_PACKAGE})") from None
+        raise UserError(f"Fashion-MNIST file {path} cannot be read ({err}); {repair_hint(path)}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
-        raise UserError(f"Fashion-MNIST file {path} is not an IDX file (wrong magic number); "
-                        f"reinstall it (apt-get install --reinstall {DEBIAN_PACKAGE})")
+        raise UserError(f"Fashion-MNIST file {path} is not an IDX file (wrong magic number); {repair_hint(path)}")
     dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise UserError(f"Fashion-MNIST file {path} is truncated (header); "
-                        f"reinstall it (apt-get install --reinstall {DEBIAN_PACKAGE})")
+        raise UserError(f"Fashion-MNIST file {path} is truncated (header); {repair_hint(path)}")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(shape)) * dtype.itemsize
+    # Python ints: a damaged header's dimensions overflow numpy's int64 product (a negative byte count).
+    expected = header + math.prod(shape) * dtype.itemsize
     if len(raw) != expected:
         raise UserError(f"Fashion-MNIST file {path} holds {len(raw)} bytes, its header promises {expected}; "
-                        f"the file is truncated or damaged: reinstall it (apt-get install --reinstall "
-                        f"{DEBIAN_PACKAGE})")
+                        f"the file is truncated or damaged: {repair_hint(path)}")
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -124,9 +130,9 @@ def _read_pair(image_file, label_file):
     images, labels = read_idx(image_file), read_idx(label_file)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise UserError(f"Fashion-MNIST files {image_file} and {label_file} do not match "
-                        f"(images {images.shape}, labels {labels.shape}); reinstall {DEBIAN_PACKAGE}")
+                        f"(images {images.shape}, labels {labels.shape}); {repair_hint(label_file)}")
     if labels.min() < 0 or labels.max() >= len(CLASS_NAMES):
-        raise UserError(f"Fashion-MNIST labels in {label_file} fall outside 0-9; reinstall {DEBIAN_PACKAGE}")
+        raise UserError(f"Fashion-MNIST labels in {label_file} fall outside 0-9; {repair_hint(label_file)}")
     return images.astype(np.uint8), labels.astype(np.int64)
 
 

@@ -48,7 +48,7 @@ from PIL import Image
 
 from .errors import UserError
 from .imageset import ImageSet
-from .synthetic import SourceEntry, read_synthetic_source, resolve_source, source_entries
+from .synthetic import MANIFEST, SourceEntry, read_synthetic_source, resolve_source, source_entries
 
 # Seed-sequence streams: which classes get the remainder, each class's draw, each source's draws.
 _REMAINDER_STREAM, _CLASS_STREAM, _SOURCE_STREAM = 0, 1, 2
@@ -85,7 +85,31 @@ def synthetic_settings(args, dataset=None):
         return None, ratio, seed
     if dataset:
         sources = [SourceEntry(e.name, resolve_source(e.spec, dataset), e.weight) for e in sources]
+        check_distinct(sources)
     return sources, ratio, seed
+
+
+def _same_files(path):
+    """What identifies the images a resolved source reads: its real path (a folder's manifest if it has one)."""
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, MANIFEST)):
+        path = os.path.join(path, MANIFEST)
+    return os.path.realpath(path)
+
+
+def check_distinct(sources):
+    """A UserError when two entries of a source list read the same images (``[bundled, bundled:digits_synthetic]``).
+
+    The same images under two ids would be drawn twice, and each id's
+    per-source figures would describe half of one source.
+    """
+    seen = {}
+    for entry in sources:
+        key = _same_files(entry.spec)
+        if key in seen:
+            raise UserError(f"synthetic_source: {seen[key]} and {entry.name} name the same images ({key}), which "
+                            "would be drawn twice; list each source once (give it a larger weight to draw more "
+                            "from it)")
+        seen[key] = entry.name
 
 
 def synthetic_total(num_real, ratio):
@@ -151,8 +175,37 @@ def check_available(synthetic, counts, ratio, num_real, share=1.0, name=None):
     raise UserError(
         f"synthetic_ratio: {ratio} of {num_real} real unlabeled images needs {int(counts.sum())} synthetic "
         f"images ({int(counts.max())} per class), but {which} has only {detail}"
-        f"{' ...' if len(short) > 10 else ''}; lower synthetic_ratio to {'at most' if share == 1 else 'about'} "
-        f"{_largest_ratio(available, num_real, share):g} or add images")
+        f"{' ...' if len(short) > 10 else ''}; {_how_to_fit(synthetic, available, num_real, share, which)}")
+
+
+def check_source_totals(sets, names, totals, ratio, num_real, shares):
+    """A UserError when a source holds fewer images than its part of the total, before any per-image work.
+
+    Checked first so that an absurd ratio (1e9) fails at once instead of
+    splitting its billions of images over the sources one by one. The hint is
+    the largest ratio every source fits (approximate, as the split is).
+    """
+    short = [i for i, (source, total) in enumerate(zip(sets, totals)) if total > len(source)]
+    if not short:
+        return
+    available = [np.bincount(s.labels, minlength=len(s.class_names))[:len(s.class_names)] for s in sets]
+    tightest = min(range(len(sets)), key=lambda i: _largest_ratio(available[i], num_real, shares[i]))
+    hint = _how_to_fit(sets[tightest], available[tightest], num_real, shares[tightest],
+                       f"synthetic_source {names[tightest]}")
+    i = short[0]
+    raise UserError(
+        f"synthetic_ratio: {ratio} of {num_real} real unlabeled images needs {int(sum(totals))} synthetic images, "
+        f"{int(totals[i])} of them from synthetic_source {names[i]}, which holds only {len(sets[i])}; {hint}")
+
+
+def _how_to_fit(synthetic, available, num_real, share, which):
+    """The fix of a ratio that asks for too many images: the ratio that fits, or which class has too few."""
+    largest = _largest_ratio(available, num_real, share)
+    if largest > 0:
+        return f"lower synthetic_ratio to {'at most' if share == 1 else 'about'} {largest:g} or add images"
+    scarce = int(np.argmin(available))
+    return (f"{which} has too few images for any balanced draw ({int(available.sum())} in all, "
+            f"{int(available[scarce])} in class {synthetic.class_names[scarce]}); add images of that class")
 
 
 def _largest_ratio(available, num_real, share=1.0):
@@ -231,6 +284,8 @@ def contaminate(ulb, synthetic, ratio, seed, names=None, weights=None, verify=Tr
             drawn[0] = drawn[0].with_source(names[0])
     else:
         weights = weights or [1.0] * len(synthetic)
+        check_source_totals(synthetic, names, source_totals(total, weights), ratio, len(ulb),
+                            [w / sum(weights) for w in weights])
         counts = source_class_counts(total, num_classes, weights, seed)
         drawn = []
         for source, name, row, weight in zip(synthetic, names, counts, weights):

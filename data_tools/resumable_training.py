@@ -9,18 +9,18 @@ the same arguments continues bit-identically where the last one stopped.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from .atomic import atomic_write
+
 
 def save_atomic(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename, so a killed run never leaves half a checkpoint."""
-    tmp = Path(f"{path}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` through :func:`~data_tools.atomic.atomic_write`: a killed run never leaves half a checkpoint."""
+    with atomic_write(path, "wb", unique=False) as f:
+        torch.save(obj, f)
 
 
 class LossLog:

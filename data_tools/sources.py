@@ -79,8 +79,7 @@ def load_fashion_mnist(args=None, data_dir=None):
         path = fashion_mnist.find_files(data_dir)[fashion_mnist.FILES["train"][1]]
         raise UserError(f"Fashion-MNIST training labels {path} hold only {counts.min()} images of some class; "
                         f"the generator split and the validation split alone take {held_out} per class of the "
-                        f"60,000; reinstall the full dataset (apt-get install --reinstall "
-                        f"{fashion_mnist.DEBIAN_PACKAGE})")
+                        f"60,000: it is not the full dataset; {fashion_mnist.repair_hint(path)}")
     pool = fashion_mnist.ssl_pool(train_labels)
     names = list(fashion_mnist.CLASS_NAMES)
     if getattr(args, "eval_split", "test") == "val":

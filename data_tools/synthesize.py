@@ -44,6 +44,7 @@ import torch
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from data_tools.atomic import atomic_write
 from data_tools.class_names import canonical_name, load_class_names
 from data_tools.errors import UserError, command_name, report
 
@@ -338,16 +339,14 @@ def load_prompts(path, class_names):
 
 def _atomic_write(path, text):
     """Write text so that readers see the old or the new file, never a torn one."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
+    # Fixed <path>.tmp names: the cleanup of an interrupted run knows them.
+    with atomic_write(path, "w", unique=False, encoding="utf-8", newline="") as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 def _write_png(image, path):
-    tmp = f"{path}.tmp"
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_write(path, "wb", unique=False) as f:
+        image.save(f, format="PNG")
 
 
 def _to_size(image, size):

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, shown
 from .folders import class_folders, index_class_folders
 from .imageset import ImageSet
 
@@ -79,23 +79,26 @@ def source_entries(value):
             return [SourceEntry(_default_name(text), text)]
         from ruamel.yaml import YAMLError
 
-        from .config_files import parse_yaml
+        from .config_files import YAMLTooLargeError, parse_yaml
 
         try:
             value = parse_yaml(text)
         except YAMLError as exc:
-            raise UserError(f"synthetic_source: {text!r} is not a YAML list ({str(exc).splitlines()[0]})") from None
+            raise UserError(f"synthetic_source: {shown(text)} is not a YAML list "
+                            f"({str(exc).splitlines()[0]})") from None
+        except YAMLTooLargeError as exc:
+            raise UserError(f"synthetic_source: the YAML list {exc}") from None
     if value is None:
         return None
     if not isinstance(value, (list, tuple)) or not value:
-        raise UserError(f"synthetic_source: {value!r} is neither a source nor a non-empty list of sources")
+        raise UserError(f"synthetic_source: {shown(value)} is neither a source nor a non-empty list of sources")
     entries = []
     for item in value:
         if isinstance(item, str):
             item = {"source": item}
         if not isinstance(item, dict) or not isinstance(item.get("source"), str) \
                 or set(item) - {"source", "weight", "name"}:
-            raise UserError(f"synthetic_source: list entry {item!r} must be a string or a mapping with "
+            raise UserError(f"synthetic_source: list entry {shown(item)} must be a string or a mapping with "
                             "'source' and optional 'weight' and 'name'")
         weight = item.get("weight", 1.0)
         try:
@@ -103,8 +106,8 @@ def source_entries(value):
         except (TypeError, ValueError):
             weight = math.nan
         if not math.isfinite(weight) or weight <= 0:
-            raise UserError(f"synthetic_source: weight {item.get('weight')!r} of {item['source']} must be a "
-                            "number > 0")
+            raise UserError(f"synthetic_source: weight {shown(item.get('weight'))} of {shown(item['source'])} "
+                            "must be a number > 0")
         entries.append(SourceEntry(str(item.get("name") or _default_name(item["source"])), item["source"], weight))
     names = [e.name for e in entries]
     clash = sorted({n for n in names if names.count(n) > 1 or n == "real"})

@@ -6,11 +6,11 @@ every checkpoint USB's algorithms write goes through :func:`save` (installed
 over ``AlgorithmBase.save_model`` by :mod:`rsmatch_usb.runtime`), which
 replaces the file only once the new one is completely on disk.
 """
-import os
 import pickle
 import re
 
 import torch
+from data_tools.atomic import atomic_write
 
 
 class CheckpointError(Exception):
@@ -47,33 +47,11 @@ def iterations(path):
 def save(obj, path):
     """``torch.save(obj, path)`` atomically: a crash or full disk leaves the previous file intact.
 
-    The data goes to ``<path>.tmp`` in the same folder (so the rename cannot
-    cross file systems), is flushed and fsynced, and only then replaces
-    ``path`` with ``os.replace``; the folder is fsynced so the rename survives
-    a power loss. One writer per run folder is assumed (the train command locks
-    it), so a fixed temporary name suffices and a killed save's leftover is
+    Through :func:`data_tools.atomic.atomic_write`: the data goes to
+    ``<path>.tmp`` in the same folder, is fsynced, and only then replaces
+    ``path``. One writer per run folder is assumed (the train command locks
+    it), so the fixed temporary name suffices and a killed save's leftover is
     simply overwritten by the next save.
     """
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    except OSError:  # some file systems do not open folders; the rename is done either way
-        return
-    try:
-        os.fsync(folder)
-    except OSError:
-        pass
-    finally:
-        os.close(folder)
+    with atomic_write(path, "wb", unique=False) as f:
+        torch.save(obj, f)

@@ -12,8 +12,11 @@ other algorithms, e.g. ``p_cutoff`` for Dash), and :data:`USB_UNPARSED_KEYS`.
 """
 import argparse
 import difflib
+import re
+from typing import Mapping
 
-from data_tools import config_files
+from data_tools import config_files, numbers
+from data_tools.numbers import NumberRange, check_number
 from semilearn.algorithms.utils import str2bool
 
 from .errors import UserError
@@ -26,17 +29,113 @@ from .errors import UserError
 USB_UNPARSED_KEYS = frozenset({"clip", "dist_align_target", "simis_la", "use_epass", "use_refix"})
 
 
+def _probability(**kw):
+    return NumberRange(float, 0.0, 1.0, **kw)
+
+
+# Every numeric key the train command checks (get_config) before anything is written: USB's train.py keys,
+# the plugin's data keys, and algorithm keys (RSMatch's, OpenMatch's, IOMatch's and USB's common ones).
+# A key not present in a run's arguments (another algorithm's) is skipped; other numeric arguments
+# must be finite numbers of their type (numeric_fallbacks). Upper bounds are sanity
+# limits: far above any published setting, below what exhausts memory or overflows (queue_size:
+# 2e9 allocated 160 GB; lr, loss weights: a NaN model within a few steps).
+NUMERIC_KEYS: Mapping[str, NumberRange] = {
+    # USB train.py
+    "epoch": NumberRange(int, 1, 10 ** 6),
+    "num_train_iter": NumberRange(int, 1, 10 ** 10),
+    "num_warmup_iter": NumberRange(int, 0, 10 ** 10),
+    "num_eval_iter": NumberRange(int, 1, 10 ** 10),
+    "num_log_iter": NumberRange(int, 1, 10 ** 10),
+    "num_labels": NumberRange(int, 1, 10 ** 9),
+    "batch_size": NumberRange(int, 1, 2 ** 16),
+    "uratio": NumberRange(int, 1, 1024),
+    "eval_batch_size": NumberRange(int, 1, 2 ** 16),
+    "ema_m": _probability(),
+    "ulb_loss_ratio": NumberRange(float, 0.0, 1e4),
+    "lr": NumberRange(float, 0.0, 10.0),
+    "momentum": NumberRange(float, 0.0, 1.0, high_open=True),
+    "weight_decay": NumberRange(float, 0.0, 1.0),
+    "layer_decay": NumberRange(float, 0.0, 1.0, low_open=True),
+    "clip_grad": NumberRange(float, 0.0, 1e6),
+    "num_classes": NumberRange(int, 1, 10 ** 6),
+    "num_workers": NumberRange(int, 0, 256),
+    "ulb_num_labels": NumberRange(int, 0, 10 ** 9, none_ok=True),
+    "img_size": NumberRange(int, 8, 4096),
+    "crop_ratio": NumberRange(float, 0.0, 1.0, low_open=True),
+    "max_length": NumberRange(int, 1, 10 ** 6),
+    "max_length_seconds": NumberRange(float, 0.0, 1e4, low_open=True),
+    "sample_rate": NumberRange(int, 1, 10 ** 7),
+    "seed": NumberRange(int, 0, 2 ** 32 - 1),  # numpy's seed range
+    # the plugin's data keys (data_tools.mixing says how far a ratio can go for a given source)
+    "synthetic_ratio": NumberRange(float, 0.0),
+    "synthetic_seed": NumberRange(int, 0, 2 ** 32 - 1, none_ok=True),
+    # USB's algorithms
+    "p_cutoff": _probability(),
+    "T": NumberRange(float, 1e-2, 100.0),
+    "ema_p": _probability(),
+    "ent_loss_ratio": NumberRange(float, 0.0, 1e4),
+    # RSMatch
+    "lambda_syn": NumberRange(float, 0.0, 1e4),
+    "detector_threshold": _probability(),
+    "detector_calib_per_class": NumberRange(int, 0, 10 ** 6),
+    "detector_calib_quantile": _probability(),
+    "detector_width": NumberRange(int, 1, 1024),
+    "detector_lr": NumberRange(float, 0.0, 10.0),
+    "detector_wd": NumberRange(float, 0.0, 1.0),
+    "detector_ema_m": _probability(),
+    "detector_ulb_real": NumberRange(int, 0, 10 ** 6),
+    "detector_eval_samples": NumberRange(int, 0, 10 ** 9),
+    "pu_mass": NumberRange(float, 0.0, 1e4, low_open=True),
+    "pu_pos_weight": NumberRange(float, 0.0, 1e4),
+    "queue_size": NumberRange(int, 1, 10 ** 5),
+    "queue_push_classes": NumberRange(int, 1, 10 ** 5),
+    "queue_push_per_class": NumberRange(int, 1, 10 ** 5),
+    "queue_min_score": _probability(),
+    "queue_min_fill": NumberRange(int, 0, 10 ** 5),
+    "queue_gate_share": NumberRange(float, 0.0, 1.0, low_open=True),
+    "queue_workers": NumberRange(int, 0, 64),
+    # OpenMatch, IOMatch
+    "lambda_oem": NumberRange(float, 0.0, 1e4),
+    "lambda_socr": NumberRange(float, 0.0, 1e4),
+    "lambda_mb": NumberRange(float, 0.0, 1e4),
+    "lambda_open": NumberRange(float, 0.0, 1e4),
+    "q_cutoff": _probability(),
+}
+
+
+def check_numbers(args: argparse.Namespace, table: Mapping[str, NumberRange] = NUMERIC_KEYS) -> argparse.Namespace:
+    """Check every key of ``table`` (default :data:`NUMERIC_KEYS`) that ``args`` has, converting in place.
+
+    The first bad value is a UserError naming the key, its value and the
+    valid range. ``table`` may be any mapping of key to :class:`NumberRange`
+    (an algorithm's own rows, for instance).
+    """
+    return numbers.check_numbers(args, table)
+
+
 def load_yaml(path):
     """The ``--c`` config's keys and values (the shared loader; USB's dashes in keys read as underscores)."""
     # USB configs write dashes and underscores interchangeably for distributed keys.
     return {str(k).replace("-", "_"): v for k, v in config_files.load_yaml(path, "--c").items()}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose errors are a UserError (one ``error:`` line, no usage block)."""
+
+    def error(self, message):
+        # A YAML or flag value argparse cannot convert: the numeric table's message where it has the key.
+        found = re.match(r"argument (\S+): invalid \w+ value: '(.*)'$", message)
+        key = found and found.group(1).split("/")[-1].lstrip("-").replace("-", "_")
+        if key in NUMERIC_KEYS:
+            check_number(key, found.group(2), NUMERIC_KEYS[key])
+        raise UserError(f"{message}; see rsmatch-train --help")
+
+
 def base_parser():
     """USB train.py's arguments (semilearn 0.3.2), the plugin's ``device``, and the RS-SSL data keys."""
     from data_tools.usb import add_data_arguments
 
-    p = argparse.ArgumentParser(prog="rsmatch-train", description="Train a USB algorithm (rsmatch-usb)")
+    p = _Parser(prog="rsmatch-train", description="Train a USB algorithm (rsmatch-usb)")
     # saving and loading
     p.add_argument("--save_dir", type=str, default="./saved_models")
     p.add_argument("-sn", "--save_name", type=str, default="fixmatch")
@@ -167,7 +266,11 @@ def algorithm_arguments(algorithm, imb_algorithm=None):
 
 
 def get_config(argv=None):
-    """Parse ``argv`` the way USB's train.py does, including ``get_argument()`` of the algorithm."""
+    """Parse ``argv`` the way USB's train.py does, including ``get_argument()`` of the algorithm.
+
+    Numeric values are then checked (:data:`NUMERIC_KEYS`, :func:`numeric_fallbacks`): a bad one is a
+    UserError before anything is read or written.
+    """
     import rsmatch_usb  # noqa: F401  (registers the plugin's algorithms)
 
     parser = base_parser()
@@ -193,4 +296,14 @@ def get_config(argv=None):
         args.gpu = None
     elif args.gpu is not None:
         args.gpu = int(args.gpu)
-    return args
+    return check_numbers(args, {**numeric_fallbacks(parser), **NUMERIC_KEYS})
+
+
+def numeric_fallbacks(parser: argparse.ArgumentParser) -> Mapping[str, NumberRange]:
+    """A row for each int or float argument of ``parser`` that :data:`NUMERIC_KEYS` lacks (other algorithms' keys).
+
+    Only the type, finite (no NaN or infinity), and null where the default is:
+    ``mixup_alpha: nan`` is an error too, though no range is known for it.
+    """
+    return {a.dest: NumberRange(a.type, none_ok=a.default is None) for a in parser._actions
+            if a.type in (int, float) and a.dest not in NUMERIC_KEYS}

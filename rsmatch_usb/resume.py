@@ -25,10 +25,12 @@ Installed by :func:`rsmatch_usb.runtime.activate` for every algorithm:
   with ``weights_only=True``; :func:`restore` (run by ``load_model``) puts
   them back and positions the samplers.
 """
+import os
 import random
 
 import numpy as np
 import torch
+from data_tools.processes import DieWithParent
 from semilearn.datasets.samplers.sampler import DistributedSampler, WeightedDistributedSampler
 
 from .algorithms.rsmatch.images import private_rng
@@ -111,6 +113,9 @@ def prepare_loaders(loader_dict):
             loader.dataset.__getitems__ = SeededFetch(loader.dataset)
         # Creating an iterator draws a seed from this generator, not from the global torch RNG.
         loader.generator = torch.Generator()
+        # Its forked workers end with this process, not up to 5 s later when torch's watchdog notices.
+        if not isinstance(loader.worker_init_fn, DieWithParent):
+            loader.worker_init_fn = DieWithParent(os.getpid(), loader.worker_init_fn)
     return loader_dict
 
 

@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 import torch
-from data_tools import run_folder
+from data_tools import processes, run_folder
 
 from .config import get_config
 from .errors import UserError, report
@@ -48,15 +48,13 @@ def prepare(args):
     """Validate ``args`` and fix up device-dependent keys, before anything is written."""
     from data_tools import mixing, usb as usb_data
 
+    args.save_name = run_folder.check_save_name(args.save_name)
     args.device = runtime.resolve_device(args.device, gpu_request=gpu_request(args))
     get_net_builder(args.net, args.net_from_name)
     usb_data.check_dataset_name(args.dataset)
-    if args.epoch < 1 or args.num_train_iter % args.epoch:
+    if args.num_train_iter % args.epoch:
         raise UserError(f"num_train_iter ({args.num_train_iter}) must be a multiple of epoch ({args.epoch})")
-    if args.num_labels < 1:
-        raise UserError(f"num_labels: {args.num_labels} labeled images cannot train a classifier; give at least "
-                        f"one per class (num_classes: {args.num_classes})")
-    check_writable_folder(os.path.join(args.save_dir, args.save_name))
+    check_writable_folder(run_folder.run_path(args.save_dir, args.save_name))
     check_run_folder(args)
     if args.resume and args.load_path and os.path.exists(args.load_path):
         check_checkpoint(args.load_path)
@@ -137,11 +135,13 @@ def check_writable_folder(path):
 
 def check_run_folder(args):
     """A UserError when this run would overwrite a run folder it was not told to overwrite; writes nothing."""
-    save_path = os.path.join(args.save_dir, args.save_name)
-    if not os.path.exists(save_path):
+    save_path = run_folder.run_path(args.save_dir, args.save_name)
+    if run_folder.is_unused(save_path):
         return
     if not args.resume and not args.overwrite:
         raise UserError(f"{save_path} exists; set overwrite: True, resume: True, or another save_name")
+    if not args.resume:
+        run_folder.check_clearable(save_path)
     if args.resume and not (args.load_path and os.path.exists(args.load_path)) and not args.overwrite:
         marker = run_folder.finished_marker(save_path)
         if marker:
@@ -251,9 +251,10 @@ def main(args):
         return main_worker(args.gpu, args.procs_per_node, args)
 
 
-def _spawned_worker(local_rank, procs_per_node, args, error_dir):
+def _spawned_worker(local_rank, procs_per_node, args, error_dir, parent_pid):
     """main_worker in a spawned process (the parent holds the folder's lock); a UserError is left in
     ``error_dir`` for the parent to report."""
+    processes.die_with_parent(parent_pid)  # a killed launcher takes its ranks along
     try:
         main_worker(local_rank, procs_per_node, args, True)
     except UserError as exc:
@@ -274,7 +275,8 @@ def spawn_workers(args):
     spawn_log.setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="rsmatch_train_errors_") as error_dir:
         try:
-            mp.spawn(_spawned_worker, nprocs=args.procs_per_node, args=(args.procs_per_node, args, error_dir))
+            mp.spawn(_spawned_worker, nprocs=args.procs_per_node,
+                     args=(args.procs_per_node, args, error_dir, os.getpid()))
         except mp.ProcessExitedException:
             reports = sorted(os.listdir(error_dir))
             if not reports:
@@ -457,6 +459,7 @@ def _train(algorithm, args, logger):
 
 def cli(argv=None):
     """Entry point of ``rsmatch-train``; returns the process exit code."""
+    processes.die_with_parent_from_env()  # started by the grid runner: end with it
     try:
         args = prepare(get_config(argv))
         main(args)

@@ -450,7 +450,8 @@ def run_states(tmp_path):
     write_log(str(save_dir / "done_log"), {"save_name": "done_log"}, [(300, 0.9, {})], result=0.9)
     for name, it in (("done_ckpt", 300), ("interrupted", 200)):
         write_log(str(save_dir / name), {"save_name": name}, [(it, 0.9, {})])
-        torch.save({"model": {}, "it": it}, save_dir / name / "latest_model.pth")
+        torch.save({"model": {}, "it": it, "best_eval_acc": 0.85, "best_it": it - 51},
+                   save_dir / name / "latest_model.pth")
     return configs, save_dir
 
 
@@ -471,7 +472,7 @@ class FakeLaunch:
     def __init__(self, fail=()):
         self.commands, self.fail = [], set(fail)
 
-    def __call__(self, cmd, env, log_path):  # set on the class as an instance: not bound to the Runner
+    def __call__(self, cmd, env, log_path, pass_fds=()):  # set on the class as an instance: not bound to the Runner
         self.commands.append(cmd)
         return 1 if os.path.basename(log_path).split(".")[0] in self.fail else 0
 
@@ -561,7 +562,7 @@ def test_save_name_round_trip():
 class LoggingLaunch(FakeLaunch):
     """A launch that 'trains': writes the run's finished log (with a fixed accuracy) into its run folder."""
 
-    def __call__(self, cmd, env, log_path):
+    def __call__(self, cmd, env, log_path, pass_fds=()):
         code = super().__call__(cmd, env, log_path)
         if code == 0:
             name = os.path.basename(log_path).split(".")[0]
@@ -581,12 +582,15 @@ def test_runner_records_results_and_skips_recorded_runs(run_states, tmp_path, mo
     out = io.StringIO()
     assert run.main([pattern, "--results", str(results)], out=out) == 1
     rows = {r["save_name"]: r for r in _csv_rows(results)}
-    # done_log was finished on disk before: recorded too; done_ckpt has no result line; new failed.
-    assert set(rows) == {"done_log", "interrupted"}
+    # done_log was finished on disk before: recorded too; so was done_ckpt, whose log lost its result line
+    # (its best accuracy comes from its checkpoint); new failed.
+    assert set(rows) == {"done_log", "done_ckpt", "interrupted"}
     assert float(rows["interrupted"]["best_acc"]) == pytest.approx(0.7) and rows["interrupted"]["machine"]
     assert rows["interrupted"]["num_train_iter"] == "300" and list(rows["done_log"]) == report.RESULT_FIELDS
+    assert float(rows["done_ckpt"]["best_acc"]) == 0.85 and rows["done_ckpt"]["best_it"] == "250"
+    assert rows["done_ckpt"]["finished"] == "True"
     # Each recorded run's log is kept beside the file, for the report and as evidence.
-    for name in ("done_log", "interrupted"):
+    for name in ("done_log", "done_ckpt", "interrupted"):
         kept = results.parent / "logs" / name / "log.txt"
         assert kept.read_text() == (save_dir / name / "log.txt").read_text()
     assert not (results.parent / "logs" / "new").exists()
@@ -596,9 +600,9 @@ def test_runner_records_results_and_skips_recorded_runs(run_states, tmp_path, mo
     out = io.StringIO()
     assert run.main([pattern, "--results", str(results), "--save-dir", str(tmp_path / "fresh")], out=out) == 0
     ran = {cmd[cmd.index("--c") + 1] for cmd in launch.commands}
-    assert ran == {configs["done_ckpt"], configs["new"]}
-    assert out.getvalue().startswith(f"4 run(s): 2 finished (skipped, 2 recorded in {results}), 0 to resume, "
-                                     "2 to start")
+    assert ran == {configs["new"]}
+    assert out.getvalue().startswith(f"4 run(s): 3 finished (skipped, 3 recorded in {results}), 0 to resume, "
+                                     "1 to start")
     assert set(r["save_name"] for r in _csv_rows(results)) == {"done_log", "interrupted", "done_ckpt", "new"}
     # A recorded run of another length (the grid's iteration count changed) is run again.
     text = results.read_text().replace(",300,True,", ",999,True,", 1)

@@ -191,8 +191,8 @@ def test_a_locked_run_folder_refuses_a_second_run_and_a_killed_holder_leaves_no_
     cfg = tiny_config(tmp_path)  # overwrite: True, resume: False: it would clear the folder
     folder = os.path.join(cfg["save_dir"], cfg["save_name"])
     os.makedirs(folder)
-    with open(os.path.join(folder, "keep.txt"), "w") as f:
-        f.write("another run's file")
+    with open(os.path.join(folder, "log.txt"), "w") as f:
+        f.write("another run's log")
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, folder], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -207,7 +207,8 @@ def test_a_locked_run_folder_refuses_a_second_run_and_a_killed_holder_leaves_no_
         holder.wait()
     code, _ = run_train(tmp_path, cfg)
     assert code == 0
-    assert not os.path.exists(os.path.join(folder, "keep.txt"))  # overwrite: True cleared it
+    with open(os.path.join(folder, "log.txt")) as f:
+        assert "another run's log" not in f.read()  # overwrite: True cleared it
     assert torch.load(os.path.join(folder, "latest_model.pth"), weights_only=True)["it"] == 2
 
 

@@ -107,3 +107,39 @@ def test_runner_given_a_binary_config_is_one_error_line(tmp_path, capsys):
         run.main([str(path), "--dry-run"], out=io.StringIO())
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and len(err) == 1 and "is not a UTF-8 text file" in err[0]
+
+
+def _alias_bomb(key):
+    """A 'billion laughs' config: ``key`` stands for 9^9 strings in under 1 KB."""
+    levels = ['&a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        levels.append(f"&{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    return f"{key}:\n" + "".join(f"  - {level}\n" for level in levels)
+
+
+@pytest.mark.parametrize("content, message", [
+    (_alias_bomb("save_name"), "stands for more than 10000 values once its aliases are expanded"),
+    (_alias_bomb("synthetic_source"), "stands for more than 10000 values once its aliases are expanded"),
+    ("save_name: &a [1, *a]\n", "refers to itself"),
+    ("save_name: " + "[" * 5000 + "]" * 5000 + "\n", "nests too deeply"),
+])
+@pytest.mark.timeout(60)
+def test_yaml_alias_bomb_is_one_short_error_line(tmp_path, capsys, content, message):
+    """Was a 310 KB error line or a MemoryError (the error line's repr expanded the aliases)."""
+    from rsmatch_usb.train import cli
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(content)
+    assert cli(["--c", str(path), "--save_dir", str(tmp_path / "runs")]) == 2
+    line = _one_error_line(capsys)
+    assert message in line and len(line) < 300, line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_long_value_in_an_error_line_is_cut_short(tmp_path, capsys):
+    from rsmatch_usb.train import cli
+
+    path = write_config(tmp_path, tiny_config(tmp_path, save_name=["lol"] * 50, batch_size=list(range(900))))
+    assert cli(["--c", path]) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith("rsmatch-train: error: batch_size: [0, 1, 2, 3, ...] is not valid") and len(line) < 200

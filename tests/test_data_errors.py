@@ -45,17 +45,46 @@ def bad_manifest(root):
     return root
 
 
+def _bundled_copy(root, keep=lambda labels: labels >= 0):
+    """The bundled digits (the images whose label ``keep`` accepts) saved as another .npz under ``root``."""
+    from data_tools import synthetic
+
+    data = np.load(synthetic.BUNDLED["digits"])
+    mask = keep(data["labels"])
+    os.makedirs(root, exist_ok=True)
+    np.savez(root / "copy.npz", images=data["images"][mask], labels=data["labels"][mask])
+    return root / "copy.npz"
+
+
+def two_sources(root):
+    return f"[bundled, {_bundled_copy(root)}]"
+
+
+def source_without_nines(root):
+    return f"[bundled, {_bundled_copy(root, lambda labels: labels != 9)}]"
+
+
 # (extra config, what the one error line must say); a callable builds its source under tmp_path.
 CASES = {
     "missing path": (dict(synthetic_source="/no/such/folder", synthetic_ratio=1), "does not exist"),
     "empty class folder": (dict(synthetic_source=empty_class_tree, synthetic_ratio=0.01), "without images"),
     "corrupt image": (dict(synthetic_source=corrupt_tree, synthetic_ratio=0.0149), "1.png is unreadable or corrupt"),
     "class names": (dict(synthetic_source=wrong_names_tree, synthetic_ratio=0.01), "unknown class(es) cat, eight"),
-    "negative ratio": (dict(synthetic_source="bundled", synthetic_ratio=-0.5), "must be a finite number >= 0"),
+    "negative ratio": (dict(synthetic_source="bundled", synthetic_ratio=-0.5),
+                       "synthetic_ratio: -0.5 is not valid; give a number >= 0"),
+    "same source twice": (dict(synthetic_source="[bundled, bundled:digits_synthetic]", synthetic_ratio=0.1),
+                          "bundled and digits_synthetic name the same images"),
+    # Split over the sources one image at a time before the check, 1e9 hung.
+    "absurd ratio over sources": (dict(synthetic_source=two_sources, synthetic_ratio=1e9),
+                                  "673500000000 of them from synthetic_source bundled, which holds only 3000; "
+                                  "lower synthetic_ratio to about 4.4543"),
+    # Was "lower synthetic_ratio to about 0".
+    "a class no source image has": (dict(synthetic_source=source_without_nines, synthetic_ratio=0.5),
+                                    "too few images for any balanced draw (2700 in all, 0 in class 9)"),
     "too few images": (dict(synthetic_source="bundled", synthetic_ratio=3), "4041 synthetic images (405 per class)"),
     "absurd ratio": (dict(synthetic_source="bundled", synthetic_ratio=1e308),
                      "needs more synthetic images than the 3000 synthetic_source holds; lower synthetic_ratio"),
-    "no labels": (dict(num_labels=0), "num_labels: 0 labeled images"),
+    "no labels": (dict(num_labels=0), "num_labels: 0 is not valid; give an integer in [1, "),
     "no bundled set": (dict(dataset="cifar10", synthetic_source="bundled", synthetic_ratio=1),
                        "dataset 'cifar10' has no bundled synthetic set"),
     "ratio without source": (dict(synthetic_ratio=0.5), "needs synthetic_source"),

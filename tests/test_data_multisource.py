@@ -157,7 +157,7 @@ def test_unmeetable_ratio_names_the_source(tmp_path, sources, capsys):
     code, run_dir = run_train(tmp_path, cfg)
     err = capsys.readouterr().err.strip()
     assert code == 2 and not os.path.exists(run_dir) and len(err.splitlines()) == 1
-    assert "synthetic_source small has only 20 in class 0" in err
+    assert "337 of them from synthetic_source small, which holds only 200; lower synthetic_ratio to about" in err
 
 
 def test_inspect_prints_counts_per_source(tmp_path, sources, capsys):

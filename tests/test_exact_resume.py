@@ -88,3 +88,65 @@ def test_augmentations_do_not_depend_on_num_workers(tmp_path):
         assert code == 0
         final[num_workers] = _final(run_dir)
     assert assert_identical(final[0], final[2]) > 50
+
+
+def _live_children(pid):
+    """Pids of the processes whose parent is ``pid`` and that have not exited (zombies excluded)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+        except OSError:
+            continue
+        if int(ppid) == pid and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.timeout(600)
+def test_sigkill_of_the_training_alone_leaves_no_orphan_and_resumes_at_once(tmp_path, num_workers):
+    """``kill -9`` of the training process only (the OOM killer), not its group: its forked workers (the
+    queue-draw worker, data-loader workers) die with it and hold no lock, so the resume works at once."""
+    cfg = tiny_config(tmp_path, name="orphan", num_workers=num_workers, **SCHEDULE, **ALGORITHMS["rsmatch"])
+    run_dir = os.path.join(cfg["save_dir"], cfg["save_name"])
+    latest = os.path.join(run_dir, "latest_model.pth")
+    proc = subprocess.Popen([sys.executable, "-m", "rsmatch_usb.train", "--c", write_config(tmp_path, cfg)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 500
+        # The queue-draw worker exists from the first trusted step (queue_min_fill: 0), before the first checkpoint.
+        while not (os.path.exists(latest) and _live_children(proc.pid)) and proc.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        workers = _live_children(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)  # the training process alone
+    finally:
+        stderr = proc.communicate()[1].decode(errors="replace")
+    try:
+        assert proc.returncode == -signal.SIGKILL, stderr[-2000:]
+        assert workers
+        deadline = time.monotonic() + 2  # torch's own watchdog would take 5 s; the orphan lived for ever
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not [w for w in workers if _alive(w)]
+        code, _ = run_train(tmp_path, dict(cfg, resume=True, load_path=latest))
+        assert code == 0  # was: "in use by another run (pid <the dead parent>)"
+        assert _final(run_dir)["it"] == SCHEDULE["num_train_iter"]
+    finally:
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -73,6 +73,33 @@ def test_read_idx_bad_file_is_one_line_naming_it(tmp_path, damage, message):
     assert message in text and str(path) in text and "\n" not in text
 
 
+def test_a_damaged_file_gets_advice_that_fits_where_it_lies(tmp_path, monkeypatch):
+    """A file in the user's data_dir is replaced, not fixed by reinstalling the Debian package; the package's is."""
+    users = tmp_path / "data" / "fashion_mnist" / "train-images-idx3-ubyte"
+    users.parent.mkdir(parents=True)
+    users.write_bytes(idx_bytes(np.zeros((3, 28, 28)))[:-7])
+    with pytest.raises(UserError) as err:
+        fashion_mnist.read_idx(str(users))
+    assert "--reinstall" not in str(err.value) and "replace it with the dataset's original file" in str(err.value)
+    debian = tmp_path / "usr" / "share" / "datasets" / "fashion-mnist"
+    debian.mkdir(parents=True)
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", str(debian))
+    packaged = debian / "train-images-idx3-ubyte"
+    packaged.write_bytes(users.read_bytes())
+    with pytest.raises(UserError) as err:
+        fashion_mnist.read_idx(str(packaged))
+    assert "apt-get install --reinstall dataset-fashion-mnist" in str(err.value)
+
+
+def test_a_header_promising_more_than_int64_holds_gives_its_true_size(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte"
+    dims = (2 ** 31, 2 ** 31, 2 ** 31)  # a damaged header: 2^93 bytes, which int64 wraps to a negative count
+    path.write_bytes(b"\x00\x00\x08\x03" + b"".join(d.to_bytes(4, "big") for d in dims) + b"\x00" * 10)
+    with pytest.raises(UserError) as err:
+        fashion_mnist.read_idx(str(path))
+    assert f"holds 26 bytes, its header promises {16 + 2 ** 93}" in str(err.value)
+
+
 def test_read_idx_corrupt_gzip_names_the_file(tmp_path):
     path = write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(10), compress=True)
     data = open(path, "rb").read()

@@ -72,3 +72,28 @@ def test_signal_to_runner_stops_its_training(tmp_path, signum):
             runner.wait()
         if child is not None and _alive(child):
             os.kill(child, signal.SIGKILL)  # an orphan left by a failing runner
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the training child through /proc")
+@pytest.mark.timeout(600)
+@pytest.mark.multiprocess
+def test_sigkill_of_the_runner_takes_its_training_along(tmp_path):
+    """SIGKILL leaves the runner no chance to forward it: the training ends by itself (PR_SET_PDEATHSIG)."""
+    cfg = tiny_config(tmp_path, name="long", num_train_iter=10 ** 6, num_eval_iter=10 ** 6)
+    runner = subprocess.Popen([sys.executable, "-m", "benchmark_configs.run", write_config(tmp_path, cfg)], cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    child = None
+    try:
+        assert _wait(lambda: _children(runner.pid), 240), "the runner started no training"
+        child = _children(runner.pid)[0]
+        # The training sets its death signal first thing; wait until it is past its imports.
+        assert _wait(lambda: os.path.exists(os.path.join(cfg["save_dir"], "long", "log.txt")), 240)
+        runner.kill()
+        runner.wait()
+        assert _wait(lambda: not _alive(child), 10), "the training outlived the runner"
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+        if child is not None and _alive(child):
+            os.kill(child, signal.SIGKILL)

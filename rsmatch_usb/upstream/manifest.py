@@ -26,6 +26,8 @@ MODULES: Dict[str, str] = {
     # evaluation and oracle routing, the DDP fingerprint line); a maintainer would not merge them.
     "rsmatch_usb.origin": "origin.py",
     "rsmatch_usb.fingerprints": "fingerprints.py",
+    # The queue-draw worker dies with its training (the parent-death signal).
+    "data_tools.processes": "processes.py",
 }
 
 # Plugin names the export replaces with Python's own: (module, name) -> replacement. USB reports

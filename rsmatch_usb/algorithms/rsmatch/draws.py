@@ -10,15 +10,18 @@ passes run.
 
 A worker process, not a thread: the transforms draw from the global RNGs
 (torch, ``random``, NumPy), which a thread would share with the training
-loop. Each draw carries its own seed, so a draw's images depend only on its
+loop. The worker dies with the training process (:mod:`data_tools.processes`)
+and holds no copy of the run folder's lock. Each draw carries its own seed, so a draw's images depend only on its
 indices and seed, wherever they are made: prefetched draws equal synchronous
 ones (``num_workers: 0``).
 """
 import concurrent.futures
 import multiprocessing
+import os
 
 import torch
 
+from data_tools.processes import die_with_parent
 from ..common import read_image
 from .images import private_rng
 
@@ -32,8 +35,10 @@ def read_transformed(dataset, indices, seed):
         return torch.stack([dataset.transform(read_image(dataset, int(i))) for i in indices])
 
 
-def _init_worker(dataset):
+def _init_worker(dataset, parent_pid):
     global _worker_dataset
+    # A training killed with SIGKILL takes its worker along (it lived on with parent 1).
+    die_with_parent(parent_pid)
     _worker_dataset = dataset
     # The training process owns the cores; one intra-op thread per worker is enough for a transform.
     torch.set_num_threads(1)
@@ -67,7 +72,7 @@ class QueueDraws:
                 # fork: the worker inherits the dataset instead of unpickling it.
                 self._pool = concurrent.futures.ProcessPoolExecutor(
                     self.num_workers, mp_context=multiprocessing.get_context("fork"),
-                    initializer=_init_worker, initargs=(self.dataset,))
+                    initializer=_init_worker, initargs=(self.dataset, os.getpid()))
             self._future = self._pool.submit(_read_in_worker, self._request[0].tolist(), self._request[1])
 
     def has_request(self):
