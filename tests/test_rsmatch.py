@@ -177,26 +177,26 @@ def test_lowest_scoring_unlabeled_samples_join_the_real_side_in_the_bootstrap_to
 def test_the_bootstrap_ends_when_the_gate_share_of_sub_queues_is_full(tmp_path):
     alg = build_algorithm(tmp_path, rsmatch_config(tmp_path, queue_size=8, queue_min_fill=2, queue_gate_share=0.8))
     alg.csqueue.fill[:] = torch.tensor([2, 2, 2, 2, 2, 2, 2, 1, 0, 0])
-    assert not alg.queue_ready
+    assert not alg.router.queue_ready
     alg.csqueue.fill[7] = 2
-    assert alg.queue_ready  # 8 of 10 classes
-    alg.queue_gate_share = 0.7
+    assert alg.router.queue_ready  # 8 of 10 classes
+    alg.router.queue_gate_share = 0.7
     alg.csqueue.fill[7] = 1
-    assert alg.queue_ready  # 7 of 10
+    assert alg.router.queue_ready  # 7 of 10
     every = build_algorithm(tmp_path, rsmatch_config(tmp_path, queue_size=8, queue_min_fill=2))
     every.csqueue.fill[:] = alg.csqueue.fill
-    assert not every.queue_ready  # the default gate needs every class
+    assert not every.router.queue_ready  # the default gate needs every class
 
 
 def test_calibration_floor_is_the_chosen_quantile_of_the_held_out_scores(tmp_path):
     scores = torch.tensor([0.1, 0.2, float("nan"), 0.3, 0.9])
-    alg = build_algorithm(tmp_path, rsmatch_config(tmp_path))
-    alg.calib_scores = scores
-    assert alg.calibration_floor == pytest.approx(0.9)  # default: the maximum
-    alg.calib_quantile = 0.5
-    assert alg.calibration_floor == pytest.approx(0.25)
-    alg.calib_scores = torch.full((3,), float("nan"))
-    assert alg.calibration_floor == float("-inf")
+    router = build_algorithm(tmp_path, rsmatch_config(tmp_path)).router
+    router.calib_scores = scores
+    assert router.calibration_floor == pytest.approx(0.9)  # default: the maximum
+    router.calib_quantile = 0.5
+    assert router.calibration_floor == pytest.approx(0.25)
+    router.calib_scores = torch.full((3,), float("nan"))
+    assert router.calibration_floor == float("-inf")
 
 
 # ---------------------------------------------------------------- the base special case
@@ -259,17 +259,17 @@ def test_resume_restores_queue_detector_and_generator(tmp_path):
 
     resumed = dict(cfg, num_train_iter=6, resume=True, load_path=os.path.join(run_dir, "latest_model.pth"))
     alg = build_algorithm(tmp_path, resumed)
-    fresh_generator = alg.queue_generator.get_state()
+    fresh_generator = alg.trainer.generator.get_state()
     alg.load_model(resumed["load_path"])
     assert alg.it == 4 and alg.detector_trusted
     state = alg.get_save_dict()
     for entry in ("csqueue", "detector", "detector_ema", "extra_heads"):
         assert all(torch.equal(state[entry][k], ckpt[entry][k]) for k in ckpt[entry]), entry
-    assert torch.equal(alg.queue_generator.get_state(), ckpt["rsmatch_state"]["queue_generator"])
+    assert torch.equal(alg.trainer.generator.get_state(), ckpt["rsmatch_state"]["queue_generator"])
     # The next step's queue draw, requested before the checkpoint, is requested again.
     pending = ckpt["rsmatch_state"]["queue_draw"]
     assert len(pending["indices"]) == cfg["batch_size"] and int(pending["seed"]) >= 0
-    assert all(torch.equal(v, pending[k]) for k, v in alg.queue_draws.pending().items())
+    assert all(torch.equal(v, pending[k]) for k, v in alg.trainer.draws.pending().items())
     assert not torch.equal(fresh_generator, ckpt["rsmatch_state"]["queue_generator"])
     opt, saved = state["detector_optimizer"]["state"], ckpt["detector_optimizer"]["state"]
     assert opt.keys() == saved.keys() and all(torch.equal(opt[p]["exp_avg"], saved[p]["exp_avg"]) for p in opt)

@@ -19,6 +19,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from .config import RSMatchConfig
+
+_DEFAULTS = RSMatchConfig()
+
 
 def _conv_bn_relu(in_ch, out_ch, stride):
     return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False),
@@ -60,7 +64,8 @@ class Detector:
         seed: initialises the network from a private stream; the global RNG is left as it was.
     """
 
-    def __init__(self, width=16, lr=1e-3, weight_decay=0.0, ema_m=0.99, seed=0, in_chans=3, ema_warmup=False):
+    def __init__(self, width=_DEFAULTS.detector_width, lr=_DEFAULTS.detector_lr, weight_decay=_DEFAULTS.detector_wd,
+                 ema_m=_DEFAULTS.detector_ema_m, seed=0, in_chans=3, ema_warmup=_DEFAULTS.detector_ema_warmup):
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)  # CPU only, as images.private_rng
             self.net = DetectorNet(width, in_chans)
