@@ -159,6 +159,31 @@ def test_oracle_routes_the_ground_truth_synthetic_samples_from_the_first_step(tm
                                                  use_detector=False))
 
 
+def test_the_routed_masking_hook_stands_in_for_the_bases_and_keeps_its_state_there(tmp_path):
+    from rsmatch_usb.algorithms.rsmatch.hooks import RecordingPseudoLabelingHook, RoutedMaskingHook
+
+    alg = build_algorithm(tmp_path, rsmatch_config(tmp_path, base_algorithm="flexmatch"))
+    hook = alg.hooks_dict["MaskingHook"]
+    assert isinstance(hook, RoutedMaskingHook) and type(hook.inner).__name__ == "FlexMatchThresholdingHook"
+    assert isinstance(alg.hooks_dict["PseudoLabelingHook"], RecordingPseudoLabelingHook)
+    assert hook.inner not in alg._hooks and [h.name for h in alg._hooks].count("MaskingHook") == 1
+    # FlexMatch's load_model writes its thresholds' state through hooks_dict["MaskingHook"]; it must land
+    # in the hook that computes the mask.
+    hook.classwise_acc = torch.full_like(hook.inner.classwise_acc, 0.5)
+    assert "classwise_acc" not in vars(hook) and bool((hook.inner.classwise_acc == 0.5).all())
+    alg.epoch = 0  # set by train(); read by get_save_dict
+    assert torch.equal(alg.get_save_dict()["classwise_acc"], hook.inner.classwise_acc)
+    # The mask: the base's, times "judged real" while set; the base's own is kept.
+    probs = torch.tensor([[0.99, 0.01], [0.99, 0.01], [0.6, 0.4]])
+    idx = torch.tensor([0, 1, 2])
+    base = hook.inner.masking(alg, logits_x_ulb=probs, idx_ulb=idx, softmax_x_ulb=False)
+    hook.real = torch.tensor([1.0, 0.0, 1.0])
+    routed = hook.masking(alg, logits_x_ulb=probs, idx_ulb=idx, softmax_x_ulb=False)
+    assert torch.equal(routed, base * hook.real) and torch.equal(hook.mask, base) and routed[1] == 0 < base[1]
+    hook.real = None
+    assert torch.equal(hook.masking(alg, logits_x_ulb=probs, idx_ulb=idx, softmax_x_ulb=False), base)
+
+
 # ---------------------------------------------------------------- detector supervision and the gate
 def test_lowest_scoring_unlabeled_samples_join_the_real_side_in_the_bootstrap_too(tmp_path, monkeypatch):
     alg = build_algorithm(tmp_path, rsmatch_config(tmp_path, detector_ulb_real=3, detector_calib_per_class=0))

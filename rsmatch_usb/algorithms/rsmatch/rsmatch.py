@@ -93,7 +93,7 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
         if cfg.use_detector:
             self.detector = Detector(cfg.detector_width, cfg.detector_lr, cfg.detector_wd, cfg.detector_ema_m,
                                      seed=self.args.seed + _DETECTOR_SEED_OFFSET, ema_warmup=cfg.detector_ema_warmup)
-            self.log_detector_cost()
+            self.print_fn(detector_cost(self.detector, self.model, self.args.img_size))
         # Queue draws and their augmentations use a private stream, so the global RNG (data order,
         # augmentation) advances exactly as in the base; images are read in worker processes, one step ahead.
         self.trainer = DetectorTrainer(self.detector, self.csqueue,
@@ -120,16 +120,6 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
         self.register_hook(DetectorPlacementHook(), "DetectorPlacementHook", "VERY_HIGH")
         # NORMAL: after EvaluationHook (HIGH), before LoggingHook (LOWEST).
         self.register_hook(DetectorEvalHook(), "DetectorEvalHook", "NORMAL")
-
-    def log_detector_cost(self):
-        """Log the detector's parameters and FLOPs per image next to the classifier's."""
-        example = torch.zeros(1, 3, self.args.img_size, self.args.img_size)
-        with torch.random.fork_rng(devices=[]):
-            det_flops, cls_flops = count_flops(self.detector.net, example), count_flops(self.model, example)
-        det_params, cls_params = count_params(self.detector.net), count_params(self.model)
-        self.print_fn(f"RSMatch detector: {det_params:,} parameters ({det_params / cls_params:.1%} of the "
-                      f"classifier's {cls_params:,}); {det_flops:,} FLOPs per {self.args.img_size}px image "
-                      f"({det_flops / max(cls_flops, 1):.1%} of the classifier's {cls_flops:,})")
 
     # ------------------------------------------------------------------ train step
     def train_step(self, x_lb, y_lb, idx_ulb, x_ulb_w, x_ulb_s, idx_lb=None):
@@ -226,6 +216,17 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
     def get_argument(cls):
         """RSMatch's arguments, then the base's (each name once)."""
         return _merge_arguments(rs_arguments(), super().get_argument())
+
+
+def detector_cost(detector: Detector, model: nn.Module, img_size: int) -> str:
+    """The log line of the detector's parameters and FLOPs per image next to the classifier's."""
+    example = torch.zeros(1, 3, img_size, img_size)
+    with torch.random.fork_rng(devices=[]):
+        det_flops, cls_flops = count_flops(detector.net, example), count_flops(model, example)
+    det_params, cls_params = count_params(detector.net), count_params(model)
+    return (f"RSMatch detector: {det_params:,} parameters ({det_params / cls_params:.1%} of the classifier's "
+            f"{cls_params:,}); {det_flops:,} FLOPs per {img_size}px image ({det_flops / max(cls_flops, 1):.1%} "
+            f"of the classifier's {cls_flops:,})")
 
 
 def checked(cfg: RSMatchConfig) -> RSMatchConfig:

@@ -9,7 +9,7 @@ beside :class:`~.detector.Detector` and :class:`~.csqueue.CSQueue`: usable
 and tested without semilearn.
 """
 import time
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -17,7 +17,9 @@ import torch.distributed as dist
 from .config import RSMatchConfig
 from .csqueue import CSQueue
 from .detector import Detector
-from .draws import QueueDraws
+
+if TYPE_CHECKING:  # draws.py reads images through the USB-facing helpers; the trainer only calls it
+    from .draws import QueueDraws
 
 _DEFAULTS = RSMatchConfig()
 
@@ -38,7 +40,7 @@ class DetectorTrainer:
         ulb_real: this many lowest-scoring unlabeled samples judged real join the real side.
     """
 
-    def __init__(self, detector: Optional[Detector], queue: CSQueue, draws: QueueDraws, batch_size: int, seed: int,
+    def __init__(self, detector: Optional[Detector], queue: CSQueue, draws: "QueueDraws", batch_size: int, seed: int,
                  use_queue: bool = _DEFAULTS.use_queue, pu_mass: float = _DEFAULTS.pu_mass,
                  pu_pos_weight: float = _DEFAULTS.pu_pos_weight, ulb_real: int = _DEFAULTS.detector_ulb_real):
         self.detector = detector
