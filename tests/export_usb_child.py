@@ -144,7 +144,7 @@ parts = [algorithm, algorithm.extra_heads, algorithm.csqueue, algorithm.detector
 print(json.dumps({
     "iterations": algorithm.it,
     "checkpoint_keys": sorted(checkpoint),
-    "detector_trusted": bool(algorithm.detector_trusted),
+    "detector_trusted": bool(algorithm.router.trusted),
     "queued": len(algorithm.csqueue),
     "last_step": {k: v for k, v in algorithm.log_dict.items() if k.startswith("train/")},
     "module_of_parts": sorted({type(p).__module__ for p in parts}),

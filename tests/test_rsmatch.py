@@ -66,7 +66,7 @@ def routed(tmp_path, monkeypatch):
         scores = torch.where(syn, torch.tensor(0.9), torch.tensor(0.1))
         monkeypatch.setattr(alg.detector, "score", lambda x: scores.clone())
         monkeypatch.setattr(alg, "detector_step", lambda *a, **k: (0.0, 1.0))
-        alg.detector_trusted = True
+        alg.router.trusted = True
         return alg, batch, syn
 
     return make
@@ -126,7 +126,7 @@ def test_filter_baseline_discards_synthetic_judged(routed):
 
 def test_untrusted_detector_routes_everything_to_the_real_head(routed):
     alg, batch, syn = routed()
-    alg.detector_trusted = False
+    alg.router.trusted = False
     real, dummy = _head_grads(alg, batch)
     assert dummy.abs().sum() == 0
     real_s, _ = _head_grads(alg, _perturb(batch, "x_ulb_s", syn))
@@ -138,7 +138,7 @@ def test_oracle_routes_the_ground_truth_synthetic_samples_from_the_first_step(tm
     from rsmatch_usb.origin import unlabeled_origin
 
     alg = build_algorithm(tmp_path, rsmatch_config(tmp_path, detector_oracle=True, detector_calib_per_class=0))
-    assert not alg.detector_trusted
+    assert not alg.router.trusted
     batch = alg.process_batch(**next(iter(alg.loader_dict["train_lb"])), **next(iter(alg.loader_dict["train_ulb"])))
     # The detector judges every sample real; the oracle routes by the flags regardless.
     monkeypatch.setattr(alg.detector, "score", lambda x: torch.full((x.shape[0],), 0.1))
@@ -191,7 +191,7 @@ def test_lowest_scoring_unlabeled_samples_join_the_real_side_in_the_bootstrap_to
     monkeypatch.setattr(alg.detector, "step", lambda x, target, weight: seen.update(x=x, target=target) or (0.0, 1.0))
     x_lb, x_ulb = torch.randn(4, 3, 16, 16), torch.randn(6, 3, 16, 16)
     scores = torch.tensor([0.4, 0.1, 0.3, 0.05, 0.2, 0.9])
-    assert not alg.detector_trusted
+    assert not alg.router.trusted
     alg.detector_step(x_lb, torch.arange(6), x_ulb, torch.zeros(6, dtype=torch.long), scores)
     real = seen["x"][seen["target"] == 0]
     # The labeled images, then the three lowest-scoring unlabeled ones; the whole batch stays on the PU side.
@@ -286,7 +286,7 @@ def test_resume_restores_queue_detector_and_generator(tmp_path):
     alg = build_algorithm(tmp_path, resumed)
     fresh_generator = alg.trainer.generator.get_state()
     alg.load_model(resumed["load_path"])
-    assert alg.it == 4 and alg.detector_trusted
+    assert alg.it == 4 and alg.router.trusted
     state = alg.get_save_dict()
     for entry in ("csqueue", "detector", "detector_ema", "extra_heads"):
         assert all(torch.equal(state[entry][k], ckpt[entry][k]) for k in ckpt[entry]), entry

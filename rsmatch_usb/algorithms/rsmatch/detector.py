@@ -123,7 +123,8 @@ class Detector:
         self.optimizer.step()
         self.update_ema(x)
         acc = ((logits.detach() >= 0).float() == target).float().mean()
-        return loss.item(), acc.item()
+        loss, acc = torch.stack((loss.detach(), acc)).tolist()  # one device-to-host copy
+        return loss, acc
 
     @torch.no_grad()
     def update_ema(self, x):
@@ -133,8 +134,9 @@ class Detector:
             # Steps taken so far, from Adam's own per-parameter count (saved with the optimizer).
             steps = float(self.optimizer.state[next(self.net.parameters())].get("step", 1))
             m = min(m, 1 - 1 / (steps + 1))
-        for ema_p, p in zip(self.ema.parameters(), self.net.parameters()):
-            ema_p.mul_(m).add_(p.detach(), alpha=1 - m)
+        ema_params = list(self.ema.parameters())
+        torch._foreach_mul_(ema_params, m)  # all parameters in one call each, as torch's optimizers do
+        torch._foreach_add_(ema_params, [p.detach() for p in self.net.parameters()], alpha=1 - m)
         self.ema.train()
         with torch.autocast(device_type=x.device.type, enabled=False):
             self.ema(x.float())

@@ -101,14 +101,6 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
                                        self.args.batch_size, self.args.seed + _QUEUE_SEED_OFFSET, cfg.use_queue,
                                        cfg.pu_mass, cfg.pu_pos_weight, cfg.detector_ulb_real)
 
-    @property
-    def detector_trusted(self) -> bool:
-        return self.router.trusted
-
-    @detector_trusted.setter
-    def detector_trusted(self, value: bool) -> None:
-        self.router.trusted = value
-
     def build_extra_heads(self, num_features):
         # Built whatever the switches, so every RSMatch checkpoint has the same entries.
         return {"dummy": nn.Linear(num_features, self.num_classes)}
@@ -133,8 +125,11 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
         idx_lb = torch.full((len(x_lb),), -1) if idx_lb is None else idx_lb
         held = self.router.held_out(idx_lb)
         held_dev = held.to(x_lb.device)
-        scores = self.detector.score(x_ulb_w)
-        calib = self.detector.score(x_lb[held_dev])
+        # The unlabeled batch and the held-out labeled images in one pass of the EMA scorer (eval mode:
+        # each image's score is its own); the queue and the calibration read them on the CPU.
+        scores = self.detector.score(torch.cat((x_ulb_w, x_lb[held_dev])))
+        scores_cpu = scores.cpu()
+        scores, scores_cpu, calib = scores[:len(x_ulb_w)], scores_cpu[:len(x_ulb_w)], scores_cpu[len(x_ulb_w):]
         self.router.record(idx_lb, held, calib)
         threshold = self.router.routing_threshold
         judged, syn = self.router.route(scores, idx_ulb)
@@ -149,19 +144,19 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
             raise RuntimeError(f"{type(self).__name__}: the base train step did not call MaskingHook and "
                                "PseudoLabelingHook; RSMatch cannot route its unlabeled loss")
 
-        extra = {}
+        logged = {"util_ratio": mask.float().mean(), "syn_ratio": judged.mean()}
         if self.rs.use_dummy_head:
             with self.amp_cm():
-                syn_unsup_loss = self.dummy_head_loss(out_dict["feat"], pseudo_label, mask, syn)
-            out_dict["loss"] = out_dict["loss"] + self.rs.lambda_syn * syn_unsup_loss
-            extra = dict(syn_unsup_loss=syn_unsup_loss.item(), total_loss=out_dict["loss"].item())
+                logged["syn_unsup_loss"] = self.dummy_head_loss(out_dict["feat"], pseudo_label, mask, syn)
+            out_dict["loss"] = out_dict["loss"] + self.rs.lambda_syn * logged["syn_unsup_loss"]
+            logged["total_loss"] = out_dict["loss"]
         # The queue's pseudo-labels are the base's weak-view predictions.
         queue_labels = pseudo_label.argmax(dim=-1) if pseudo_label.dim() > 1 else pseudo_label
-        det_loss, det_acc = self.detector_step(x_lb[~held_dev], idx_ulb, x_ulb_w, queue_labels, scores)
-        log_dict = self.process_log_dict(log_dict, util_ratio=mask.float().mean().item(), **extra,
-                                         detector_loss=det_loss, detector_acc=det_acc,
-                                         syn_ratio=judged.mean().item(), routing_threshold=threshold,
-                                         detector_trusted=float(self.router.trusted),
+        det_loss, det_acc = self.detector_step(x_lb[~held_dev], idx_ulb, x_ulb_w, queue_labels, scores, scores_cpu)
+        # One device-to-host copy for the logged tensors.
+        logged = dict(zip(logged, torch.stack([v.detach().float() for v in logged.values()]).tolist()))
+        log_dict = self.process_log_dict(log_dict, **logged, detector_loss=det_loss, detector_acc=det_acc,
+                                         routing_threshold=threshold, detector_trusted=float(self.router.trusted),
                                          queue_fill_min=float(self.csqueue.fill.min()),
                                          queue_fill_mean=self.csqueue.fill.float().mean().item(),
                                          queue_draw_ms=1000 * self.trainer.draw_s)
@@ -185,12 +180,13 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
                                           use_hard_label=self.use_hard_label, T=self.T, softmax=False)
         return self.consistency_loss(logits_s, pseudo_label, "ce", mask=mask * syn)
 
-    def detector_step(self, x_lb, idx_ulb, x_ulb_w, pseudo_ulb, scores):
+    def detector_step(self, x_lb, idx_ulb, x_ulb_w, pseudo_ulb, scores, scores_cpu=None):
         """Push this step's candidates into the queue, then step the detector; returns its (loss, accuracy).
 
-        ``x_lb`` are the labeled images the detector trains on as real (the held-out ones removed).
+        ``x_lb`` are the labeled images the detector trains on as real (the held-out ones removed);
+        ``scores_cpu``, when given, a CPU copy of ``scores`` for the queue.
         """
-        if self.router.push(idx_ulb, pseudo_ulb, scores):
+        if self.router.push(idx_ulb, pseudo_ulb, scores if scores_cpu is None else scores_cpu):
             self.print_fn(f"RSMatch: {self.router.full_sub_queues} of {self.num_classes} class sub-queues hold "
                           f">= {self.rs.queue_min_fill} images at iteration {self.it + 1}; the detector now routes "
                           "unlabeled samples" + (" and trains on the queue" if self.rs.use_queue else ""))
