@@ -74,8 +74,9 @@ class Router:
         """Keep ``scores``, the latest scores of the batch's held-out images (``held``), as their calibration.
 
         Under DDP each held-out image's score is the largest any rank gave it
-        this step (all-reduced on the scores' device), so every rank keeps the
-        same threshold; every rank must then call this each step.
+        this step, so every rank keeps the same threshold; every rank must then
+        call this each step, with the scores on the detector's device (the
+        all-reduce runs there: NCCL needs the GPU).
         """
         if len(self.calib_index) == 0:
             return

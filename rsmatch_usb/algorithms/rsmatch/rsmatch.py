@@ -126,10 +126,9 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
         held = self.router.held_out(idx_lb)
         held_dev = held.to(x_lb.device)
         # The unlabeled batch and the held-out labeled images in one pass of the EMA scorer (eval mode:
-        # each image's score is its own); the queue and the calibration read them on the CPU.
+        # each image's score is its own).
         scores = self.detector.score(torch.cat((x_ulb_w, x_lb[held_dev])))
-        scores_cpu = scores.cpu()
-        scores, scores_cpu, calib = scores[:len(x_ulb_w)], scores_cpu[:len(x_ulb_w)], scores_cpu[len(x_ulb_w):]
+        scores, calib = scores[:len(x_ulb_w)], scores[len(x_ulb_w):]
         self.router.record(idx_lb, held, calib)
         threshold = self.router.routing_threshold
         judged, syn = self.router.route(scores, idx_ulb)
@@ -144,7 +143,7 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
             raise RuntimeError(f"{type(self).__name__}: the base train step did not call MaskingHook and "
                                "PseudoLabelingHook; RSMatch cannot route its unlabeled loss")
 
-        logged = {"util_ratio": mask.float().mean(), "syn_ratio": judged.mean()}
+        logged = {"util_ratio": mask.float().mean()}
         if self.rs.use_dummy_head:
             with self.amp_cm():
                 logged["syn_unsup_loss"] = self.dummy_head_loss(out_dict["feat"], pseudo_label, mask, syn)
@@ -152,11 +151,14 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
             logged["total_loss"] = out_dict["loss"]
         # The queue's pseudo-labels are the base's weak-view predictions.
         queue_labels = pseudo_label.argmax(dim=-1) if pseudo_label.dim() > 1 else pseudo_label
-        det_loss, det_acc = self.detector_step(x_lb[~held_dev], idx_ulb, x_ulb_w, queue_labels, scores, scores_cpu)
-        # One device-to-host copy for the logged tensors.
+        det_loss, det_acc = self.detector_step(x_lb[~held_dev], idx_ulb, x_ulb_w, queue_labels, scores)
+        # One device-to-host copy for the logged tensors (the log keeps the first version's key order).
+        logged["syn_ratio"] = judged.mean()
         logged = dict(zip(logged, torch.stack([v.detach().float() for v in logged.values()]).tolist()))
+        syn_ratio = logged.pop("syn_ratio")
         log_dict = self.process_log_dict(log_dict, **logged, detector_loss=det_loss, detector_acc=det_acc,
-                                         routing_threshold=threshold, detector_trusted=float(self.router.trusted),
+                                         syn_ratio=syn_ratio, routing_threshold=threshold,
+                                         detector_trusted=float(self.router.trusted),
                                          queue_fill_min=float(self.csqueue.fill.min()),
                                          queue_fill_mean=self.csqueue.fill.float().mean().item(),
                                          queue_draw_ms=1000 * self.trainer.draw_s)
@@ -180,13 +182,12 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
                                           use_hard_label=self.use_hard_label, T=self.T, softmax=False)
         return self.consistency_loss(logits_s, pseudo_label, "ce", mask=mask * syn)
 
-    def detector_step(self, x_lb, idx_ulb, x_ulb_w, pseudo_ulb, scores, scores_cpu=None):
+    def detector_step(self, x_lb, idx_ulb, x_ulb_w, pseudo_ulb, scores):
         """Push this step's candidates into the queue, then step the detector; returns its (loss, accuracy).
 
-        ``x_lb`` are the labeled images the detector trains on as real (the held-out ones removed);
-        ``scores_cpu``, when given, a CPU copy of ``scores`` for the queue.
+        ``x_lb`` are the labeled images the detector trains on as real (the held-out ones removed).
         """
-        if self.router.push(idx_ulb, pseudo_ulb, scores if scores_cpu is None else scores_cpu):
+        if self.router.push(idx_ulb, pseudo_ulb, scores):
             self.print_fn(f"RSMatch: {self.router.full_sub_queues} of {self.num_classes} class sub-queues hold "
                           f">= {self.rs.queue_min_fill} images at iteration {self.it + 1}; the detector now routes "
                           "unlabeled samples" + (" and trains on the queue" if self.rs.use_queue else ""))
