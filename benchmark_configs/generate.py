@@ -14,6 +14,7 @@ checks every file through ``rsmatch_usb.config.get_config``.
 Choices that are ours, not USB's, are marked "ours" below and in docs/benchmark.md.
 """
 import argparse
+import importlib.util
 import math
 import os
 import sys
@@ -28,6 +29,24 @@ from data_tools.errors import command_name  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+
+def _rsmatch_settings():
+    """RSMatch's settings module (the one source of its keys and defaults), loaded by path.
+
+    Importing it through ``rsmatch_usb`` would import torch and semilearn; the file itself uses the
+    standard library only.
+    """
+    path = os.path.join(os.path.dirname(HERE), "rsmatch_usb", "algorithms", "rsmatch", "config.py")
+    spec = importlib.util.spec_from_file_location("rsmatch_settings", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while building the class
+    spec.loader.exec_module(module)
+    return module
+
+
+RSMATCH = _rsmatch_settings()
+RSMATCH_DEFAULTS = RSMATCH.defaults()
+
 ALPHAS = (0.0, 0.5, 1.0)
 SEEDS = (0, 1, 2)
 
@@ -38,13 +57,14 @@ USB_ALGORITHMS = ("fullysupervised", "supervised", "pimodel", "pseudolabel", "me
 PLUGIN_ALGORITHMS = ("openmatch", "iomatch", "rsmatch")
 # Benchmark labels that are an algorithm with ablation switches set.
 VARIANTS = {
-    "rsmatch_filter": ("rsmatch", {"use_dummy_head": False}),   # samples judged synthetic are discarded
-    "rsmatch_noqueue": ("rsmatch", {"use_queue": False}),       # detector trained PU-style throughout
-    "rs_softmatch": ("rsmatch", {"base_algorithm": "softmatch"}),  # RSMatch on SoftMatch, with SoftMatch's keys
-    "rs_freematch": ("rsmatch", {"base_algorithm": "freematch"}),  # RSMatch on FreeMatch, with FreeMatch's keys
+    "rsmatch_filter": ("rsmatch", RSMATCH.settings(use_dummy_head=False)),  # samples judged synthetic are discarded
+    "rsmatch_noqueue": ("rsmatch", RSMATCH.settings(use_queue=False)),      # detector trained PU-style throughout
+    # RSMatch on SoftMatch and FreeMatch, with their own keys.
+    "rs_softmatch": ("rsmatch", RSMATCH.settings(base_algorithm="softmatch")),
+    "rs_freematch": ("rsmatch", RSMATCH.settings(base_algorithm="freematch")),
     # Diagnostics, not SSL methods: routing by the ground truth, the ceiling of the dummy head and of the filter.
-    "rsmatch_oracle": ("rsmatch", {"detector_oracle": True}),
-    "rsmatch_filter_oracle": ("rsmatch", {"detector_oracle": True, "use_dummy_head": False}),
+    "rsmatch_oracle": ("rsmatch", RSMATCH.settings(detector_oracle=True)),
+    "rsmatch_filter_oracle": ("rsmatch", RSMATCH.settings(detector_oracle=True, use_dummy_head=False)),
 }
 # The oracle rows need something to route: they run on contaminated data only (alpha > 0).
 CONTAMINATED_ONLY = ("rsmatch_oracle", "rsmatch_filter_oracle")
@@ -89,8 +109,8 @@ ALGORITHM_KEYS = {
                   "start_fix": 10240, "select_interval": 1024, "ulb_loss_ratio": 1.0, "uratio": 7},
     "iomatch": {"hard_label": True, "p_cutoff": 0.95, "q_cutoff": 0.5, "lambda_mb": 1.0, "lambda_open": 1.0,
                 "proj_size": 128, "ulb_loss_ratio": 1.0, "uratio": 7},
-    # RSMatch's other keys (queue, detector) keep the algorithm's defaults.
-    "rsmatch": dict(_FIXMATCH, use_detector=True, use_dummy_head=True, use_queue=True),
+    # RSMatch's switches written out; its other keys (queue, detector) keep the algorithm's defaults.
+    "rsmatch": dict(_FIXMATCH, **{k: RSMATCH_DEFAULTS[k] for k in ("use_detector", "use_dummy_head", "use_queue")}),
 }
 
 # Dataset-specific values: USB's (MixMatch on CIFAR-100; SimMatch's temperature
@@ -188,7 +208,7 @@ EMBEDDED_KEYS = {
     "softmatch": {"ema_p": 0.99},
     # A smaller detector and queue for 10 classes of ~150 synthetic images, as in
     # the RSMatch demo config benchmark_configs/embedded/rsmatch_digits.yaml.
-    "rsmatch": {"detector_width": 8, "queue_size": 32, "queue_min_fill": 8},
+    "rsmatch": RSMATCH.settings(detector_width=8, queue_size=32, queue_min_fill=8),
 }
 
 
@@ -285,10 +305,11 @@ def label_of(args):
     algorithm = str(args.get("algorithm", "unknown"))
     if algorithm != "rsmatch":
         return algorithm
-    base = str(args.get("base_algorithm", "fixmatch")).lower()
+    setting = {key: args.get(key, default) for key, default in RSMATCH_DEFAULTS.items()}
+    base = str(setting["base_algorithm"]).lower()
     off = [name for key, name in (("use_detector", "nodetector"), ("use_dummy_head", "filter"),
-                                  ("use_queue", "noqueue")) if _false(args.get(key, True))]
-    oracle = ["oracle"] if str(args.get("detector_oracle", False)).strip().lower() in ("true", "1", "yes") else []
+                                  ("use_queue", "noqueue")) if _false(setting[key])]
+    oracle = ["oracle"] if str(setting["detector_oracle"]).strip().lower() in ("true", "1", "yes") else []
     return "_".join(["rsmatch" if base == "fixmatch" else f"rs_{base}"] + off + oracle)
 
 

@@ -127,8 +127,8 @@ BREAKDOWN = (
     ("detector training step (forward, backward, Adam, EMA)", "detector", "step"),
     ("  of which the EMA update and its BatchNorm refresh", "detector", "update_ema"),
     ("queue update (push the top-scoring samples)", "csqueue", "update"),
-    ("queue draw on the training thread (take)", None, "take_queued"),
-    ("queue draw on the training thread (request)", None, "request_queued"),
+    ("queue draw on the training thread (take)", "trainer", "take"),
+    ("queue draw on the training thread (request)", "trainer", "request"),
     ("dummy head loss", None, "dummy_head_loss"),
 )
 

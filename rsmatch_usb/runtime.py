@@ -8,7 +8,6 @@ dataset hook, the checkpoint fixes (atomic writes, the final iteration count)
 and a GradScaler that resumes from a CPU checkpoint are installed, so USB's GPU
 path (single GPU, DDP with NCCL) is otherwise USB's own.
 """
-import contextlib
 import os
 import time
 
@@ -277,13 +276,3 @@ def deactivate():
     for mapping, originals in _ORIGINAL_ITEMS.values():
         mapping.update(originals)
     _ORIGINAL_ITEMS.clear()
-
-
-@contextlib.contextmanager
-def activated(device):
-    """Context manager form of :func:`activate` / :func:`deactivate`."""
-    activate(device)
-    try:
-        yield
-    finally:
-        deactivate()

@@ -154,7 +154,7 @@ print(json.dumps({
     "algorithms": sorted(ALGORITHMS.keys()),
     "basic_dataset_parameters": list(inspect.signature(BasicDataset.__init__).parameters),
     "checkpoint_keys": sorted(checkpoint),
-    "detector_trusted": bool(algorithm.detector_trusted),
+    "detector_trusted": bool(algorithm.router.trusted),
     "queued": len(algorithm.csqueue),
     "last_step": {k: v for k, v in algorithm.log_dict.items() if k.startswith("train/")},
     "module_of_parts": sorted({type(p).__module__ for p in parts}),

@@ -288,22 +288,32 @@ def test_openmatch_keeps_unlabeled_indices_on_the_cpu(tmp_path, monkeypatch):
 
 
 def test_rsmatch_keeps_its_bookkeeping_indices_on_the_cpu(tmp_path, monkeypatch):
-    # A fake device: the CPU runtime's Tensor.cuda returns a copy marked as moved. The queue
-    # and the calibration index CPU tensors with the sample indices; a device copy of them
-    # would come back to the CPU with a sync each step. FlexMatch, the base, indexes its own
-    # device tensor with idx_ulb, so it still gets the device copy, as in USB.
+    # A fake device: USB's process_batch (Tensor.cuda, the CPU runtime's) and RSMatch's own
+    # device moves (Tensor.to a device) return a copy marked as moved. The queue and the
+    # calibration index CPU tensors with the sample indices; a device copy of them would come
+    # back to the CPU with a sync each step. FlexMatch, the base, indexes its own device
+    # tensor with idx_ulb, so it still gets the device copy, as in USB.
     from semilearn.algorithms.flexmatch.utils import FlexMatchThresholdingHook
 
     from rsmatch_usb import runtime
     from rsmatch_usb.algorithms.rsmatch.csqueue import CSQueue
-    from rsmatch_usb.algorithms.rsmatch.rsmatch import RSMixin
+    from rsmatch_usb.algorithms.rsmatch.router import Router
 
     def to_fake_device(self, *args, **kwargs):
         moved = self.clone()
         moved.on_device = True
         return moved
 
+    tensor_to = torch.Tensor.to
+
+    def to(self, *args, **kwargs):
+        target = kwargs.get("device", args[0] if args else None)
+        if isinstance(target, (torch.device, str)) and str(target).startswith("cpu"):
+            return to_fake_device(tensor_to(self, *args, **kwargs))
+        return tensor_to(self, *args, **kwargs)
+
     monkeypatch.setattr(runtime, "_tensor_to_cpu", to_fake_device)
+    monkeypatch.setattr(torch.Tensor, "to", to)
     seen = {"queue": [], "calibration": [], "base": []}
 
     def spy(owner, name, key, position):
@@ -316,7 +326,7 @@ def test_rsmatch_keeps_its_bookkeeping_indices_on_the_cpu(tmp_path, monkeypatch)
         monkeypatch.setattr(owner, name, wrapper)
 
     spy(CSQueue, "update", "queue", 1)
-    spy(RSMixin, "update_calibration", "calibration", 2)
+    spy(Router, "held_out", "calibration", 1)
     spy(FlexMatchThresholdingHook, "masking", "base", "idx_ulb")
     cfg = tiny_config(tmp_path, algorithm="rsmatch", base_algorithm="flexmatch", detector_width=4,
                       synthetic_source="bundled", synthetic_ratio=1.0, queue_workers=0, detector_eval_samples=64)

@@ -66,7 +66,7 @@ def routed(tmp_path, monkeypatch):
         scores = torch.where(syn, torch.tensor(0.9), torch.tensor(0.1))
         monkeypatch.setattr(alg.detector, "score", lambda x: scores.clone())
         monkeypatch.setattr(alg, "detector_step", lambda *a, **k: (0.0, 1.0))
-        alg.detector_trusted = True
+        alg.router.trusted = True
         return alg, batch, syn
 
     return make
@@ -126,7 +126,7 @@ def test_filter_baseline_discards_synthetic_judged(routed):
 
 def test_untrusted_detector_routes_everything_to_the_real_head(routed):
     alg, batch, syn = routed()
-    alg.detector_trusted = False
+    alg.router.trusted = False
     real, dummy = _head_grads(alg, batch)
     assert dummy.abs().sum() == 0
     real_s, _ = _head_grads(alg, _perturb(batch, "x_ulb_s", syn))
@@ -138,7 +138,7 @@ def test_oracle_routes_the_ground_truth_synthetic_samples_from_the_first_step(tm
     from rsmatch_usb.origin import unlabeled_origin
 
     alg = build_algorithm(tmp_path, rsmatch_config(tmp_path, detector_oracle=True, detector_calib_per_class=0))
-    assert not alg.detector_trusted
+    assert not alg.router.trusted
     batch = alg.process_batch(**next(iter(alg.loader_dict["train_lb"])), **next(iter(alg.loader_dict["train_ulb"])))
     # The detector judges every sample real; the oracle routes by the flags regardless.
     monkeypatch.setattr(alg.detector, "score", lambda x: torch.full((x.shape[0],), 0.1))
@@ -159,6 +159,31 @@ def test_oracle_routes_the_ground_truth_synthetic_samples_from_the_first_step(tm
                                                  use_detector=False))
 
 
+def test_the_routed_masking_hook_stands_in_for_the_bases_and_keeps_its_state_there(tmp_path):
+    from rsmatch_usb.algorithms.rsmatch.hooks import RecordingPseudoLabelingHook, RoutedMaskingHook
+
+    alg = build_algorithm(tmp_path, rsmatch_config(tmp_path, base_algorithm="flexmatch"))
+    hook = alg.hooks_dict["MaskingHook"]
+    assert isinstance(hook, RoutedMaskingHook) and type(hook.inner).__name__ == "FlexMatchThresholdingHook"
+    assert isinstance(alg.hooks_dict["PseudoLabelingHook"], RecordingPseudoLabelingHook)
+    assert hook.inner not in alg._hooks and [h.name for h in alg._hooks].count("MaskingHook") == 1
+    # FlexMatch's load_model writes its thresholds' state through hooks_dict["MaskingHook"]; it must land
+    # in the hook that computes the mask.
+    hook.classwise_acc = torch.full_like(hook.inner.classwise_acc, 0.5)
+    assert "classwise_acc" not in vars(hook) and bool((hook.inner.classwise_acc == 0.5).all())
+    alg.epoch = 0  # set by train(); read by get_save_dict
+    assert torch.equal(alg.get_save_dict()["classwise_acc"], hook.inner.classwise_acc)
+    # The mask: the base's, times "judged real" while set; the base's own is kept.
+    probs = torch.tensor([[0.99, 0.01], [0.99, 0.01], [0.6, 0.4]])
+    idx = torch.tensor([0, 1, 2])
+    base = hook.inner.masking(alg, logits_x_ulb=probs, idx_ulb=idx, softmax_x_ulb=False)
+    hook.real = torch.tensor([1.0, 0.0, 1.0])
+    routed = hook.masking(alg, logits_x_ulb=probs, idx_ulb=idx, softmax_x_ulb=False)
+    assert torch.equal(routed, base * hook.real) and torch.equal(hook.mask, base) and routed[1] == 0 < base[1]
+    hook.real = None
+    assert torch.equal(hook.masking(alg, logits_x_ulb=probs, idx_ulb=idx, softmax_x_ulb=False), base)
+
+
 # ---------------------------------------------------------------- detector supervision and the gate
 def test_lowest_scoring_unlabeled_samples_join_the_real_side_in_the_bootstrap_too(tmp_path, monkeypatch):
     alg = build_algorithm(tmp_path, rsmatch_config(tmp_path, detector_ulb_real=3, detector_calib_per_class=0))
@@ -166,7 +191,7 @@ def test_lowest_scoring_unlabeled_samples_join_the_real_side_in_the_bootstrap_to
     monkeypatch.setattr(alg.detector, "step", lambda x, target, weight: seen.update(x=x, target=target) or (0.0, 1.0))
     x_lb, x_ulb = torch.randn(4, 3, 16, 16), torch.randn(6, 3, 16, 16)
     scores = torch.tensor([0.4, 0.1, 0.3, 0.05, 0.2, 0.9])
-    assert not alg.detector_trusted
+    assert not alg.router.trusted
     alg.detector_step(x_lb, torch.arange(6), x_ulb, torch.zeros(6, dtype=torch.long), scores)
     real = seen["x"][seen["target"] == 0]
     # The labeled images, then the three lowest-scoring unlabeled ones; the whole batch stays on the PU side.
@@ -177,26 +202,26 @@ def test_lowest_scoring_unlabeled_samples_join_the_real_side_in_the_bootstrap_to
 def test_the_bootstrap_ends_when_the_gate_share_of_sub_queues_is_full(tmp_path):
     alg = build_algorithm(tmp_path, rsmatch_config(tmp_path, queue_size=8, queue_min_fill=2, queue_gate_share=0.8))
     alg.csqueue.fill[:] = torch.tensor([2, 2, 2, 2, 2, 2, 2, 1, 0, 0])
-    assert not alg.queue_ready
+    assert not alg.router.queue_ready
     alg.csqueue.fill[7] = 2
-    assert alg.queue_ready  # 8 of 10 classes
-    alg.queue_gate_share = 0.7
+    assert alg.router.queue_ready  # 8 of 10 classes
+    alg.router.queue_gate_share = 0.7
     alg.csqueue.fill[7] = 1
-    assert alg.queue_ready  # 7 of 10
+    assert alg.router.queue_ready  # 7 of 10
     every = build_algorithm(tmp_path, rsmatch_config(tmp_path, queue_size=8, queue_min_fill=2))
     every.csqueue.fill[:] = alg.csqueue.fill
-    assert not every.queue_ready  # the default gate needs every class
+    assert not every.router.queue_ready  # the default gate needs every class
 
 
 def test_calibration_floor_is_the_chosen_quantile_of_the_held_out_scores(tmp_path):
     scores = torch.tensor([0.1, 0.2, float("nan"), 0.3, 0.9])
-    alg = build_algorithm(tmp_path, rsmatch_config(tmp_path))
-    alg.calib_scores = scores
-    assert alg.calibration_floor == pytest.approx(0.9)  # default: the maximum
-    alg.calib_quantile = 0.5
-    assert alg.calibration_floor == pytest.approx(0.25)
-    alg.calib_scores = torch.full((3,), float("nan"))
-    assert alg.calibration_floor == float("-inf")
+    router = build_algorithm(tmp_path, rsmatch_config(tmp_path)).router
+    router.calib_scores = scores
+    assert router.calibration_floor == pytest.approx(0.9)  # default: the maximum
+    router.calib_quantile = 0.5
+    assert router.calibration_floor == pytest.approx(0.25)
+    router.calib_scores = torch.full((3,), float("nan"))
+    assert router.calibration_floor == float("-inf")
 
 
 # ---------------------------------------------------------------- the base special case
@@ -259,17 +284,17 @@ def test_resume_restores_queue_detector_and_generator(tmp_path):
 
     resumed = dict(cfg, num_train_iter=6, resume=True, load_path=os.path.join(run_dir, "latest_model.pth"))
     alg = build_algorithm(tmp_path, resumed)
-    fresh_generator = alg.queue_generator.get_state()
+    fresh_generator = alg.trainer.generator.get_state()
     alg.load_model(resumed["load_path"])
-    assert alg.it == 4 and alg.detector_trusted
+    assert alg.it == 4 and alg.router.trusted
     state = alg.get_save_dict()
     for entry in ("csqueue", "detector", "detector_ema", "extra_heads"):
         assert all(torch.equal(state[entry][k], ckpt[entry][k]) for k in ckpt[entry]), entry
-    assert torch.equal(alg.queue_generator.get_state(), ckpt["rsmatch_state"]["queue_generator"])
+    assert torch.equal(alg.trainer.generator.get_state(), ckpt["rsmatch_state"]["queue_generator"])
     # The next step's queue draw, requested before the checkpoint, is requested again.
     pending = ckpt["rsmatch_state"]["queue_draw"]
     assert len(pending["indices"]) == cfg["batch_size"] and int(pending["seed"]) >= 0
-    assert all(torch.equal(v, pending[k]) for k, v in alg.queue_draws.pending().items())
+    assert all(torch.equal(v, pending[k]) for k, v in alg.trainer.draws.pending().items())
     assert not torch.equal(fresh_generator, ckpt["rsmatch_state"]["queue_generator"])
     opt, saved = state["detector_optimizer"]["state"], ckpt["detector_optimizer"]["state"]
     assert opt.keys() == saved.keys() and all(torch.equal(opt[p]["exp_avg"], saved[p]["exp_avg"]) for p in opt)

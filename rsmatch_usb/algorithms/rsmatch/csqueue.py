@@ -53,10 +53,6 @@ class CSQueue:
         """Class ``cls``'s queued indices, oldest first."""
         return self.queue[cls, :int(self.fill[cls])].clone()
 
-    def all_items(self):
-        """Every queued index (with repeats if an index sits in several classes)."""
-        return torch.cat([self.items(c) for c in range(self.num_classes)])
-
     def state_dict(self):
         return {"queue": self.queue.clone(), "fill": self.fill.clone(), "pointer": self.pointer.clone()}
 

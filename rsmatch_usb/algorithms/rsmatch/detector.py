@@ -19,6 +19,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from .config import RSMatchConfig
+
+_DEFAULTS = RSMatchConfig()
+
 
 def _conv_bn_relu(in_ch, out_ch, stride):
     return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False),
@@ -60,7 +64,8 @@ class Detector:
         seed: initialises the network from a private stream; the global RNG is left as it was.
     """
 
-    def __init__(self, width=16, lr=1e-3, weight_decay=0.0, ema_m=0.99, seed=0, in_chans=3, ema_warmup=False):
+    def __init__(self, width=_DEFAULTS.detector_width, lr=_DEFAULTS.detector_lr, weight_decay=_DEFAULTS.detector_wd,
+                 ema_m=_DEFAULTS.detector_ema_m, seed=0, in_chans=3, ema_warmup=_DEFAULTS.detector_ema_warmup):
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)  # CPU only, as images.private_rng
             self.net = DetectorNet(width, in_chans)
@@ -118,7 +123,8 @@ class Detector:
         self.optimizer.step()
         self.update_ema(x)
         acc = ((logits.detach() >= 0).float() == target).float().mean()
-        return loss.item(), acc.item()
+        loss, acc = torch.stack((loss.detach(), acc)).tolist()  # one device-to-host copy
+        return loss, acc
 
     @torch.no_grad()
     def update_ema(self, x):
@@ -128,8 +134,9 @@ class Detector:
             # Steps taken so far, from Adam's own per-parameter count (saved with the optimizer).
             steps = float(self.optimizer.state[next(self.net.parameters())].get("step", 1))
             m = min(m, 1 - 1 / (steps + 1))
-        for ema_p, p in zip(self.ema.parameters(), self.net.parameters()):
-            ema_p.mul_(m).add_(p.detach(), alpha=1 - m)
+        ema_params = list(self.ema.parameters())
+        torch._foreach_mul_(ema_params, m)  # all parameters in one call each, as torch's optimizers do
+        torch._foreach_add_(ema_params, [p.detach() for p in self.net.parameters()], alpha=1 - m)
         self.ema.train()
         with torch.autocast(device_type=x.device.type, enabled=False):
             self.ema(x.float())
