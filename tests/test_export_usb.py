@@ -53,7 +53,8 @@ def test_export_tree_is_the_generator_output_and_imports_no_plugin(exported):
         assert rewrite.plugin_imports(text, rewrite.TARGET_PACKAGE, relpath) == []
         assert "rsmatch_usb." not in "".join(line for line in text.splitlines(True) if "import" in line)
     assert "from .heads import ExtraHeadsMixin\n" in algorithm["semilearn/algorithms/rsmatch/rsmatch.py"]
-    assert rewrite.imported_packages(algorithm.values()) == ["PIL", "numpy", "semilearn", "sklearn", "torch"]
+    assert rewrite.imported_packages(algorithm.values()) == ["PIL", "numpy", "semilearn", "sklearn", "torch",
+                                                             "torchvision"]
     assert "it imports only PIL, numpy, semilearn, sklearn, torch." in files[export_usb.NOTES_NAME]
 
 

@@ -90,11 +90,14 @@ def test_state_dict_round_trip_restores_net_scorer_and_optimizer():
 
 def test_component_does_not_import_semilearn():
     # Importing the package runs rsmatch_usb/__init__, which registers the algorithms; the
-    # component modules themselves must not need semilearn, so load them by file path.
-    code = ("import importlib.util, sys\n"
-            "for name in ('detector', 'csqueue'):\n"
-            f"    spec = importlib.util.spec_from_file_location(name, r'{REPO}/rsmatch_usb/algorithms/rsmatch/' + name + '.py')\n"
-            "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+    # component modules themselves must not need semilearn, so import them from a bare package
+    # over their folder (its __init__, which imports the algorithm, is not run).
+    code = ("import importlib, sys, types\n"
+            "package = types.ModuleType('components')\n"
+            f"package.__path__ = [r'{REPO}/rsmatch_usb/algorithms/rsmatch']\n"
+            "sys.modules['components'] = package\n"
+            "for name in ('detector', 'detector_inputs', 'csqueue'):\n"
+            "    importlib.import_module('components.' + name)\n"
             "print('semilearn' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

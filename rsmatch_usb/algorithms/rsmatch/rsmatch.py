@@ -36,6 +36,7 @@ from .csqueue import CSQueue
 from .detector import Detector, count_flops, count_params
 from .hooks import DetectorEvalHook, DetectorPlacementHook
 from .draws import QueueDraws
+from .images import view_settings
 
 # Offsets from args.seed for RSMatch's private RNG streams (the mixin's heads use +7919).
 _DETECTOR_SEED_OFFSET = 15485863
@@ -379,7 +380,10 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
         state["rsmatch_state"] = {"detector_trusted": torch.tensor(self.detector_trusted),
                                   "queue_generator": self.queue_generator.get_state(),
                                   "calib_scores": self.calib_scores.clone(),
-                                  "queue_draw": self.queue_draws.pending()}
+                                  "queue_draw": self.queue_draws.pending(),
+                                  # For rsmatch-detect only (never loaded): the threshold, and how images are viewed.
+                                  "scoring": {"routing_threshold": torch.tensor(float(self.routing_threshold)),
+                                              "eval_view": view_settings(self.dataset_dict["eval"].transform)}}
         return state
 
     def load_extra_state(self, checkpoint):
