@@ -164,3 +164,16 @@ def test_bad_input_is_one_error_line_and_exit_2_with_nothing_written(run_dir, im
     assert "--overwrite" in _bad(capsys, [run_dir, str(images / "mixed.npz"), "--csv", out])
     assert (tmp_path / "scores.csv").read_text() == "keep me"
     assert not (images / "tree" / "kept").exists()
+
+
+def test_images_are_read_in_their_own_classes(tmp_path):
+    # A manifest naming classes by name and by index, and an .npz with class names: no dataset needed.
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(tmp_path / name)
+    (tmp_path / "list.csv").write_text("path,label,class_name\na.png,,cat\nb.png,2,\nc.png,0,\n")
+    listed = synthetic.read_own_classes(str(tmp_path / "list.csv"))
+    assert [listed.class_names[i] for i in listed.labels] == ["cat", "2", "0"]
+    np.savez(tmp_path / "named.npz", images=np.zeros((3, 4, 4), dtype=np.uint8), labels=np.array([1, 0, 1]),
+             class_names=np.array(["shirt", "shoe"]))
+    named = synthetic.read_own_classes(str(tmp_path / "named.npz"))
+    assert [named.class_names[i] for i in named.labels] == ["shoe", "shirt", "shoe"]

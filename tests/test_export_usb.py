@@ -55,7 +55,7 @@ def test_export_tree_is_the_generator_output_and_imports_no_plugin(exported):
     assert "from .heads import ExtraHeadsMixin\n" in algorithm["semilearn/algorithms/rsmatch/rsmatch.py"]
     assert rewrite.imported_packages(algorithm.values()) == ["PIL", "numpy", "semilearn", "sklearn", "torch",
                                                              "torchvision"]
-    assert "it imports only PIL, numpy, semilearn, sklearn, torch." in files[export_usb.NOTES_NAME]
+    assert "it imports only PIL, numpy, semilearn, sklearn, torch, torchvision." in files[export_usb.NOTES_NAME]
 
 
 def test_refuses_a_non_empty_out_and_overwrite_replaces_the_export(exported, tmp_path, capsys):
