@@ -163,13 +163,17 @@ def view_settings_text(settings: dict) -> str:
 
 def read_images(spec: str) -> ImageSet:
     """The images to score; the readers' errors are about ``IMAGES`` here, not a config key."""
-    from data_tools.synthetic import read_own_classes
+    from data_tools.synthetic import BUNDLED_DIR, read_own_classes
 
+    if spec == "bundled":  # a dataset's shipped set, and no dataset is named here
+        names = ", ".join(sorted(f"bundled:{p.stem}" for p in BUNDLED_DIR.glob("*.npz")))
+        raise UserError(f"IMAGES 'bundled' names no set without a dataset; give one of {names}, or a path")
     try:
         return read_own_classes(spec)
     except UserError as exc:
         # The readers name the config key they usually serve; here the images are a positional argument.
-        raise UserError(re.sub(r"^synthetic_source: ", "IMAGES: ", str(exc))) from None
+        text = re.sub(r"^synthetic_source: ", "IMAGES: ", str(exc)).replace("or 'bundled'", "or 'bundled:<name>'")
+        raise UserError(text) from None
 
 
 @torch.no_grad()
@@ -272,6 +276,8 @@ def input_root(spec: str) -> Optional[str]:
 def check_outputs(args) -> None:
     """Refuse outputs that exist (without --overwrite), a non-empty --keep-real, and anything inside a folder IMAGES."""
     for flag, path in (("--csv", args.csv), ("--histogram", args.histogram)):
+        if os.path.exists(path) and os.path.exists(args.images) and os.path.samefile(path, args.images):
+            raise UserError(f"{flag} {path} is IMAGES itself, which is left untouched; write it elsewhere")
         if os.path.isdir(path):
             raise UserError(f"{flag} {path} is a folder; give a file name")
         if os.path.exists(path) and not args.overwrite:

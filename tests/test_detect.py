@@ -156,6 +156,8 @@ def test_bad_input_is_one_error_line_and_exit_2_with_nothing_written(run_dir, im
     assert "--threshold" in _bad(capsys, [run_dir, str(images / "mixed.npz"), "--csv", out, "--threshold", "1.5"])
     assert "inside IMAGES" in _bad(capsys, [run_dir, str(images / "tree"), "--csv", out,
                                             "--keep-real", str(images / "tree" / "kept")])
+    assert "IMAGES itself" in _bad(capsys, [run_dir, str(images / "mixed.npz"), "--csv", str(images / "mixed.npz"),
+                                            "--overwrite"])
     assert "records how the run viewed" in _bad(capsys, [run_dir, str(images / "mixed.npz"), "--csv", out,
                                                          "--img-size", "32"])
     assert sorted(os.listdir(tmp_path)) == ["empty", "fixmatch.pth", "junk.pth"]
