@@ -97,7 +97,7 @@ TINY_HOW = ("download http://cs231n.stanford.edu/tiny-imagenet-200.zip and unzip
             "(train/<wnid>/images/*.JPEG, val/images/, val/val_annotations.txt)")
 
 
-def _scan_images(folder):
+def scan_images(folder):
     """Sorted paths of the image files directly in ``folder``."""
     with os.scandir(folder) as entries:
         return sorted(e.path for e in entries if e.is_file() and is_image_file(e.name))
@@ -115,7 +115,7 @@ def load_tiny_imagenet(args, data_dir):
     wnids = class_folders(train_dir)
     paths, labels = [], []
     for label, wnid in enumerate(wnids):
-        files = _scan_images(os.path.join(train_dir, wnid, "images"))
+        files = scan_images(os.path.join(train_dir, wnid, "images"))
         if not files:
             raise UserError(f"dataset tiny_imagenet: no images in {os.path.join(train_dir, wnid, 'images')}; "
                             f"{TINY_HOW}")

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError, shown
-from .folders import class_folders, index_class_folders
+from .folders import IMG_EXTENSIONS, class_folders, index_class_folders, scan_images
 from .imageset import ImageSet
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
@@ -233,6 +233,47 @@ def read_synthetic_source(spec, dataset, class_names, class_ids=None):
     return read_npz(path, matcher)
 
 
+def read_own_classes(spec: str) -> ImageSet:
+    """The images of a folder, manifest CSV or ``.npz`` read as ``synthetic_source`` reads them, in their own classes.
+
+    For tools that look at images of any dataset (``rsmatch-detect``): the
+    class keys the source names (its class folders; a manifest's class names
+    and labels; an ``.npz``'s ``class_names``, else its labels) are its
+    classes, a numeric label keeping its index (class ``str(label)``). A
+    folder that holds images and no class sub-folder is one class named ``""``.
+    """
+    path = resolve_source(spec, None)
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, MANIFEST)) and not class_folders(path):
+        paths = scan_images(path)
+        if not paths:
+            raise UserError(f"synthetic_source: {path} holds no images (image types: {', '.join(IMG_EXTENSIONS)}) "
+                            f"and no class sub-folders")
+        return ImageSet(paths, np.zeros(len(paths), dtype=np.int64), [""])
+    return read_synthetic_source(path, None, _own_class_names(path))
+
+
+def _own_class_names(path):
+    """The class names a source at ``path`` names itself (see :func:`read_own_classes`)."""
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, MANIFEST)):
+        return class_folders(path)
+    if os.path.isdir(path) or path.lower().endswith(".csv"):
+        manifest = os.path.join(path, MANIFEST) if os.path.isdir(path) else path
+        keys = {row.get("class_name") or row.get("label", "") for row in _manifest_rows(manifest)}
+    else:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if "class_names" in z.files:
+                    return [str(n) for n in z["class_names"]]
+                keys = {str(k) for k in np.unique(z["labels"])} if "labels" in z.files else set()
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+            return []  # read_npz says what is wrong with the file
+    # A numeric label is a class index, so indices 0..max all need a class.
+    numbers = [int(k) for k in keys if re.fullmatch(r"\d+", k)]
+    names = [str(i) for i in range(max(numbers) + 1)] if numbers else []
+    taken = {normalize_name(n) for n in names}
+    return names + sorted(k for k in keys if normalize_name(k) not in taken and k)
+
+
 def read_folder(root, matcher):
     """``root/<class>/`` folders, each named by class name or index."""
     folders = class_folders(root)
@@ -263,19 +304,7 @@ def read_manifest(path, matcher):
     settles names two classes share.
     """
     base = os.path.dirname(os.path.abspath(path))
-    try:
-        # utf-8-sig: spreadsheet programs start a UTF-8 CSV with a byte-order mark.
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            columns = {c.strip() for c in reader.fieldnames or []}
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise UserError(f"synthetic_source: cannot read manifest {path} ({exc})") from None
-    if "path" not in columns or not columns & {"label", "class_name"}:
-        raise UserError(f"synthetic_source: manifest {path} needs a 'path' column and a 'label' or "
-                        f"'class_name' column (it has: {', '.join(sorted(columns)) or 'no header'})")
-    if not rows:
-        raise UserError(f"synthetic_source: manifest {path} lists no images")
+    rows = _manifest_rows(path)
     num_classes = len(matcher.class_names)
     # Where the label decides the class it must be an index ("-1" would otherwise read as the name "1").
     out_of_range = [(line, row["label"]) for line, row in enumerate(rows, start=2)
@@ -309,6 +338,24 @@ def read_manifest(path, matcher):
         raise UserError(f"synthetic_source: {len(missing)} image(s) listed in {path} do not exist, e.g. "
                         f"{', '.join(missing[:3])}; fix the paths (relative to the manifest's folder)")
     return _synthetic_set(paths, labels, matcher)
+
+
+def _manifest_rows(path):
+    """The rows of manifest ``path`` as dicts of stripped strings; a UserError unless it has the needed columns."""
+    try:
+        # utf-8-sig: spreadsheet programs start a UTF-8 CSV with a byte-order mark.
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = {c.strip() for c in reader.fieldnames or []}
+            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"synthetic_source: cannot read manifest {path} ({exc})") from None
+    if "path" not in columns or not columns & {"label", "class_name"}:
+        raise UserError(f"synthetic_source: manifest {path} needs a 'path' column and a 'label' or "
+                        f"'class_name' column (it has: {', '.join(sorted(columns)) or 'no header'})")
+    if not rows:
+        raise UserError(f"synthetic_source: manifest {path} lists no images")
+    return rows
 
 
 def _check_unique_paths(manifest, paths):

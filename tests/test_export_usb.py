@@ -116,7 +116,7 @@ def test_exported_python_files_carry_usbs_header_and_import_nothing_of_the_plugi
         assert text.startswith("# Copyright (c) Microsoft Corporation.\n# Licensed under the MIT License.\n\n"), path
         assert rewrite.plugin_imports(text, rewrite.TARGET_PACKAGE, path.name) == []
     packages = rewrite.imported_packages(p.read_text() for p in files)
-    assert packages == ["PIL", "numpy", "semilearn", "sklearn", "torch"]
+    assert packages == ["PIL", "numpy", "semilearn", "sklearn", "torch", "torchvision"]
 
 
 def _top_level_names(path):

@@ -37,6 +37,7 @@ from .hooks import (DetectorEvalHook, DetectorPlacementHook, RecordingPseudoLabe
                     replace_hook)
 from .router import Router
 from .trainer import DetectorTrainer
+from .images import view_settings
 
 # Offsets from args.seed for RSMatch's private RNG streams (the mixin's heads use +7919).
 _DETECTOR_SEED_OFFSET = 15485863
@@ -197,7 +198,11 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
     def extra_state(self):
         state = dict(self.detector.state_dict()) if self.detector is not None else {}
         state["csqueue"] = self.csqueue.state_dict()
-        state["rsmatch_state"] = {**self.router.state_dict(), **self.trainer.state_dict()}
+        state["rsmatch_state"] = {
+            **self.router.state_dict(), **self.trainer.state_dict(),
+            # For rsmatch-detect only (never loaded): the threshold, and how images are viewed.
+            "scoring": {"routing_threshold": torch.tensor(float(self.router.routing_threshold)),
+                        "eval_view": view_settings(self.dataset_dict["eval"].transform)}}
         return state
 
     def load_extra_state(self, checkpoint):
