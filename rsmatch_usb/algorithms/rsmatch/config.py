@@ -58,6 +58,10 @@ class RSMatchConfig:
         1.0, "the floor is this quantile of the held-out images' scores (1: their maximum)", bounds=(0, 1))
     # detector
     detector_width: int = _setting(16, "detector widths are w, 2w, 4w", bounds=(1, 4096))
+    detector_input: str = _setting(
+        "rgb", "what the detector sees: rgb (the image), highpass, npr (residuals keeping up-sampling traces), "
+               "spectrum, or several joined by '+' (rgb+npr)",
+        choices=("rgb", "highpass", "npr", "spectrum", "rgb+npr", "rgb+highpass"))
     detector_lr: float = _setting(3e-3, "detector Adam learning rate", bounds=(0, INF), open_ends=("lo",))
     detector_wd: float = _setting(5e-3, "detector Adam weight decay (keeps it from memorizing the few labeled "
                                         "images)", bounds=(0, INF))

@@ -13,7 +13,7 @@ and training code is the same for every input; ``INPUTS`` maps the
 Like the detector, plain PyTorch (no semilearn, no torchvision): RSMatch's
 package is exported into USB as it is.
 """
-from typing import Dict, Type
+from typing import Dict, List, Type
 
 import torch
 import torch.nn as nn
@@ -73,11 +73,37 @@ class Spectrum(HighPass):
         return torch.log1p(torch.fft.fftshift(spectrum.abs(), dim=(-2, -1)))
 
 
+class Stacked(nn.Module):
+    """Several transforms' outputs side by side on the channel axis (``rgb+npr``: the pixels and their residual).
+
+    Content and up-sampling traces find different generators: on the bundled
+    fashion sources the pixels separate the DDIM images best and the NPR
+    residual the GAN and DPM-Solver images (docs/rsmatch.md, "Detector inputs").
+    """
+
+    def __init__(self, parts: List[RGB]):
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([part(x) for part in self.parts], dim=1)
+
+    def out_chans(self, in_chans: int) -> int:
+        return sum(part.out_chans(in_chans) for part in self.parts)
+
+
 INPUTS: Dict[str, Type[RGB]] = {"rgb": RGB, "highpass": HighPass, "npr": NPR, "spectrum": Spectrum}
 
 
-def make_input(name: str) -> RGB:
-    """The transform ``INPUTS[name]``; a ValueError naming the choices for an unknown name."""
-    if name not in INPUTS:
-        raise ValueError(f"detector input {name!r} is not one of: {', '.join(INPUTS)}")
-    return INPUTS[name]()
+def make_input(name: str) -> nn.Module:
+    """The transform ``INPUTS[name]``, or several joined by ``+`` (``rgb+npr``) stacked on the channel axis.
+
+    An unknown name is a ValueError naming the choices.
+    """
+    names = name.split("+")
+    unknown = [n for n in names if n not in INPUTS]
+    if unknown or len(set(names)) != len(names):
+        raise ValueError(f"detector input {name!r}: use one of {', '.join(INPUTS)}, or several different ones "
+                         "joined by '+' (e.g. rgb+npr)")
+    parts = [INPUTS[n]() for n in names]
+    return parts[0] if len(parts) == 1 else Stacked(parts)

@@ -93,7 +93,8 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
         self.detector = None
         if cfg.use_detector:
             self.detector = Detector(cfg.detector_width, cfg.detector_lr, cfg.detector_wd, cfg.detector_ema_m,
-                                     seed=self.args.seed + _DETECTOR_SEED_OFFSET, ema_warmup=cfg.detector_ema_warmup)
+                                     seed=self.args.seed + _DETECTOR_SEED_OFFSET, ema_warmup=cfg.detector_ema_warmup,
+                                     input=cfg.detector_input)
             self.print_fn(detector_cost(self.detector, self.model, self.args.img_size))
         # Queue draws and their augmentations use a private stream, so the global RNG (data order,
         # augmentation) advances exactly as in the base; images are read in worker processes, one step ahead.
