@@ -744,13 +744,13 @@ def write_plot(rows, path, metric):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog=command_name("rsmatch-bench-report", "benchmark_configs.report"),
-                                description="CSV, markdown tables and an accuracy-vs-alpha plot from USB run logs.")
+                                description="CSV, markdown tables and an accuracy-vs-alpha plot from USB runs (metrics.jsonl or log.txt).")
     p.add_argument("--runs", nargs="+", default=[],
                    help="save_dir folder(s) holding run folders (save_name/metrics.jsonl or log.txt), "
                         "or run folders")
     p.add_argument("--results", nargs="+", default=[],
                    help="results CSV file(s) the runner records (e.g. docs/results/fashion/results.csv); "
-                        "a run also found under --runs is taken from its log")
+                        "a run also found under --runs is taken from its run folder")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--metric", choices=("accuracy", "error"), default="accuracy",
                    help="report top-1 accuracy (default) or error rate, in percent")
