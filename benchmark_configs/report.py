@@ -3,9 +3,10 @@
     python -m benchmark_configs.report --runs saved_models/embedded_grid --out reports/embedded
     python -m benchmark_configs.report --results docs/results/fashion/results.csv --out docs/results/fashion
 
-Reads each run's ``log.txt`` (``save_dir/save_name/log.txt``, as USB and
-``rsmatch-train`` write it) and/or the results files the runner records
-(:mod:`benchmark_configs.run`), and writes into ``--out``:
+Reads each run's ``metrics.jsonl`` (``save_dir/save_name/metrics.jsonl``, the
+structured records every training writes, :mod:`data_tools.run_metrics`), or
+for a run without one (an older run) its ``log.txt``, and/or the results
+files the runner records (:mod:`benchmark_configs.run`), and writes into ``--out``:
 
 * ``runs.csv``: one row per run: label, algorithm, dataset, labels, alpha,
   seed, best accuracy (USB's ``eval/best_acc``: the best evaluation of the run,
@@ -22,9 +23,10 @@ Reads each run's ``log.txt`` (``save_dir/save_name/log.txt``, as USB and
 * ``acc_vs_alpha.png``: accuracy against alpha per algorithm.
 
 Accuracies are in percent (``--metric error`` reports error rates, lower is
-better). The config of a run is read from the ``Arguments: Namespace(...)``
-line the train command logs; the row name is its ``benchmark_label`` key (set
-by the generator), else derived from the algorithm and its ablation switches.
+better). The config of a run is read from the ``run_start`` record's
+arguments (from a log: the ``Arguments: Namespace(...)`` line the train
+command logs); the row name is its ``benchmark_label`` key (set by the
+generator), else derived from the algorithm and its ablation switches.
 Unfinished runs are listed in the CSV and left out of the tables unless
 ``--include-unfinished``.
 """
@@ -44,6 +46,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmark_configs import generate
+from data_tools import run_metrics
 from data_tools.errors import UserError, command_name
 
 _STAMP = r"\[(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+\] "
@@ -175,6 +178,56 @@ def parse_log(path):
             "train": train, "trusted_it": trusted_it}
 
 
+def parse_metrics(path):
+    """What a run's ``metrics.jsonl`` says, as :func:`parse_log` returns it; None when the file does not
+    cover the run from its start.
+
+    The file covers the run when its first ``run_start`` event is at iteration
+    0; one begun by a resume (the run's first part trained without it) does
+    not, and the log, which holds both parts, is read instead. A later start
+    at iteration 0 (the run trained again from scratch) begins the run anew.
+    A resumed run appends and repeats the iterations after its checkpoint: a
+    later record wins for its iteration. Wall time is summed over the (re)starts,
+    each from its ``run_start`` record to its last record.
+    """
+    records = run_metrics.read_records(path)
+    starts = [i for i, r in enumerate(records) if r.get("event") == "run_start"]
+    if not starts or records[starts[0]].get("it") != 0:
+        return None
+    records = records[max(i for i in starts if records[i].get("it") == 0):]
+    config, evals, steps, results, trusted_it = {}, {}, {}, {}, None
+    segments = []  # [first time, last time] per (re)start
+    for record in records:
+        when, it = record.get("time"), record.get("it")
+        if record.get("event") == "run_start":
+            config = record.get("args") or config
+            segments.append([when, when])
+            continue
+        if segments and isinstance(when, (int, float)):
+            segments[-1][1] = when
+        values = {k: math.nan if v is None else v for k, v in record.items() if k not in run_metrics.RECORD_KEYS}
+        kind = record.get("kind")
+        if kind in ("log", "eval") and isinstance(it, int):
+            steps[it] = values
+            if kind == "eval":
+                evals[it] = values
+        elif kind == "result":
+            results = values
+        elif record.get("event") == "detector_trusted":
+            trusted_it = it
+    wall = sum(end - start for start, end in segments if isinstance(start, (int, float)))
+    last = max(steps, default=None)
+    return {"config": config, "evals": evals, "results": results, "iterations": last or 0, "wall_time_s": wall,
+            "train": steps.get(last, {}), "trusted_it": trusted_it}
+
+
+def parse_run(run_dir):
+    """What a run folder says: from its ``metrics.jsonl`` where that covers the run, else from its ``log.txt``."""
+    path = run_metrics.path_in(run_dir)
+    parsed = parse_metrics(path) if os.path.isfile(path) else None
+    return parsed if parsed is not None else parse_log(os.path.join(run_dir, "log.txt"))
+
+
 _KNOWN_DATASETS = sorted({d.name for fam in generate.FAMILIES.values() for d in fam.datasets} | set(DATASET_NAMES),
                          key=len, reverse=True)
 _SAVE_NAME_TAIL = r"_(?P<num_labels>\d+)_alpha(?P<alpha>[\d.]+)_(?P<seed>\d+)$"
@@ -195,8 +248,8 @@ def _from_save_name(name):
 
 
 def run_record(run_dir):
-    """One CSV row (a dict) for a run folder holding ``log.txt``."""
-    parsed = parse_log(os.path.join(run_dir, "log.txt"))
+    """One CSV row (a dict) for a run folder holding ``metrics.jsonl`` or ``log.txt`` (:func:`parse_run`)."""
+    parsed = parse_run(run_dir)
     cfg = dict(_from_save_name(os.path.basename(run_dir)))
     cfg.update(parsed["config"])
     evals = parsed["evals"]
@@ -330,16 +383,20 @@ def check_one_run_per_seed(rows):
         seen[key] = row["save_name"]
 
 
+def _is_run(folder):
+    return any(os.path.isfile(os.path.join(folder, name)) for name in ("log.txt", run_metrics.FILE_NAME))
+
+
 def find_runs(roots):
-    """Run folders (holding ``log.txt``) directly under each root, or the root itself if it is one."""
+    """Run folders (holding ``log.txt`` or ``metrics.jsonl``) directly under each root, or the root itself."""
     found = []
     for root in roots:
-        if os.path.isfile(os.path.join(root, "log.txt")):
+        if _is_run(root):
             found.append(root)
             continue
         for name in sorted(os.listdir(root)):
             folder = os.path.join(root, name)
-            if os.path.isfile(os.path.join(folder, "log.txt")):
+            if _is_run(folder):
                 found.append(folder)
     return found
 
@@ -687,12 +744,13 @@ def write_plot(rows, path, metric):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog=command_name("rsmatch-bench-report", "benchmark_configs.report"),
-                                description="CSV, markdown tables and an accuracy-vs-alpha plot from USB run logs.")
+                                description="CSV, markdown tables and an accuracy-vs-alpha plot from USB runs (metrics.jsonl or log.txt).")
     p.add_argument("--runs", nargs="+", default=[],
-                   help="save_dir folder(s) holding run folders (save_name/log.txt), or run folders")
+                   help="save_dir folder(s) holding run folders (save_name/metrics.jsonl or log.txt), "
+                        "or run folders")
     p.add_argument("--results", nargs="+", default=[],
                    help="results CSV file(s) the runner records (e.g. docs/results/fashion/results.csv); "
-                        "a run also found under --runs is taken from its log")
+                        "a run also found under --runs is taken from its run folder")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--metric", choices=("accuracy", "error"), default="accuracy",
                    help="report top-1 accuracy (default) or error rate, in percent")
@@ -707,7 +765,7 @@ def main(argv=None):
                 raise InputError(f"--runs {root} is not a folder")
         folders = find_runs(args.runs)
         if args.runs and not folders:
-            raise InputError(f"no runs (folders with log.txt) under {', '.join(args.runs)}")
+            raise InputError(f"no runs (folders with log.txt or metrics.jsonl) under {', '.join(args.runs)}")
         recorded = [row for path in args.results for row in read_results(path)]
         if os.path.exists(args.out) and not os.path.isdir(args.out):
             raise InputError(f"--out {args.out} exists and is not a folder")

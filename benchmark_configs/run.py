@@ -30,8 +30,8 @@ records (same ``save_name`` and ``num_train_iter``) is finished too, and the
 runner writes each finished run's result there (the report's row, the machine
 and the time), also for runs it finds finished on disk (a run whose log lost
 its result line to a kill takes its best accuracy from its checkpoint), and
-keeps each such run's ``log.txt`` under ``logs/<save_name>/`` beside the file
-(a rerun's replaces it), so a grid that spans machines and sessions continues
+keeps each such run's ``log.txt`` and ``metrics.jsonl`` under ``logs/<save_name>/``
+beside the file (a rerun's replace them), so a grid that spans machines and sessions continues
 where the last one stopped once the file is committed. Runners sharing the file
 merge their rows (:class:`Results`); a damaged row is one error line.
 
@@ -66,7 +66,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmark_configs import generate, report
-from data_tools import processes, run_folder
+from data_tools import processes, run_folder, run_metrics
 from data_tools.atomic import atomic_write
 from data_tools.config_files import load_yaml
 from data_tools.errors import UserError, command_name
@@ -74,6 +74,8 @@ from data_tools.numbers import NumberRange, check_number
 from data_tools.run_folder import CHECKPOINTS, log_has_result
 
 REPO = os.path.dirname(generate.HERE)
+# A finished run's files kept beside the results file (logs/<save_name>/): the evidence behind its row.
+KEPT_FILES = ("log.txt", run_metrics.FILE_NAME)
 
 
 class InputError(UserError):
@@ -228,7 +230,8 @@ class Results:
 
     @property
     def log_dir(self):
-        """Where finished runs' logs are kept beside the file: ``<its folder>/logs/<save_name>/log.txt``.
+        """Where finished runs' logs are kept beside the file: ``<its folder>/logs/<save_name>/log.txt``, and
+        their structured metrics beside each log (``metrics.jsonl``).
 
         The report reads them (``--runs``) for what the file's row does not hold;
         committed with the file, they are the evidence behind every table.
@@ -236,15 +239,25 @@ class Results:
         return os.path.join(os.path.dirname(os.path.abspath(self.path)), "logs")
 
     def keep_log(self, run, replace=False):
-        """Copy ``run``'s log beside the file (unless a copy is there and not ``replace``); True when copied."""
-        source = os.path.join(run.folder, "log.txt")
-        target = os.path.join(self.log_dir, run.save_name, "log.txt")
-        if (os.path.isfile(target) and not replace) or not os.path.isfile(source):
-            return False
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(source, "rb") as src, atomic_write(target, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        return True
+        """Copy ``run``'s log and metrics beside the file (each unless a copy is there and not ``replace``);
+        True when any was copied.
+
+        A ``replace`` by a run without metrics (trained by an older version)
+        removes the kept metrics, which the report would read before the new log.
+        """
+        copied = False
+        for name in KEPT_FILES:
+            source = os.path.join(run.folder, name)
+            target = os.path.join(self.log_dir, run.save_name, name)
+            if replace and not os.path.isfile(source) and os.path.isfile(target):
+                os.remove(target)
+            if (os.path.isfile(target) and not replace) or not os.path.isfile(source):
+                continue
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(source, "rb") as src, atomic_write(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            copied = True
+        return copied
 
     @contextlib.contextmanager
     def _file_locked(self):

@@ -17,6 +17,7 @@ import re
 import shutil
 
 from .errors import UserError, shown
+from .run_metrics import FILE_NAME as METRICS_FILE
 
 # USB's final log line; a log that has it belongs to a finished run.
 RESULT_LINE = "Model result - eval/best_acc"
@@ -27,7 +28,8 @@ LOCK_FILE = ".lock"
 MARKER = ".rsmatch_usb_run"
 # What USB and this plugin write into a run folder: a folder holding nothing else is a run folder from
 # before the marker existed, which overwrite may clear too.
-_RUN_OUTPUT = re.compile("^(" + "|".join(map(re.escape, ("log.txt", "tensorboard", LOCK_FILE, MARKER, *CHECKPOINTS)))
+_RUN_OUTPUT = re.compile("^(" + "|".join(map(re.escape, ("log.txt", METRICS_FILE, "tensorboard", LOCK_FILE, MARKER,
+                                                      *CHECKPOINTS)))
                          + r")$|^(" + "|".join(map(re.escape, CHECKPOINTS)) + r")\.tmp$")
 # The environment variable naming a lock a parent process (the grid runner) took and hands to this process:
 # "<fd>:<folder>"; the fd is passed to the child open (subprocess pass_fds).

@@ -11,14 +11,17 @@ registered algorithm's ``get_argument()`` (USB's configs also carry keys of
 other algorithms, e.g. ``p_cutoff`` for Dash), and :data:`USB_UNPARSED_KEYS`.
 """
 import argparse
+import dataclasses
 import difflib
+import math
 import re
-from typing import Mapping
+from typing import Dict, Mapping
 
 from data_tools import config_files, numbers
 from data_tools.numbers import NumberRange, check_number
 from semilearn.algorithms.utils import str2bool
 
+from .algorithms.rsmatch.config import RSMatchConfig, ranges as rsmatch_ranges
 from .errors import UserError
 
 # Keys that USB's own config/ files set but neither its train.py nor any
@@ -33,10 +36,20 @@ def _probability(**kw):
     return NumberRange(float, 0.0, 1.0, **kw)
 
 
+def rsmatch_rows() -> Dict[str, NumberRange]:
+    """RSMatch's rows of :data:`NUMERIC_KEYS`: each numeric field of :class:`RSMatchConfig` with the range its
+    metadata declares (the dataclass is the one source; a field added there is checked here too)."""
+    kinds = {f.name: f.type for f in dataclasses.fields(RSMatchConfig)}
+    return {key: NumberRange(int if kinds[key] in (int, "int") else float, None if math.isinf(low) else low,
+                             None if math.isinf(high) else high, low_open="lo" in open_ends,
+                             high_open="hi" in open_ends)
+            for key, (low, high, open_ends) in rsmatch_ranges().items()}
+
+
 # Every numeric key the train command checks (get_config) before anything is written: USB's train.py keys,
-# the plugin's data keys, and algorithm keys (RSMatch's, OpenMatch's, IOMatch's and USB's common ones).
-# A key not present in a run's arguments (another algorithm's) is skipped; other numeric arguments
-# must be finite numbers of their type (numeric_fallbacks). Upper bounds are sanity
+# the plugin's data keys, and algorithm keys (RSMatch's, from RSMatchConfig; OpenMatch's, IOMatch's and USB's
+# common ones). A key not present in a run's arguments (another algorithm's) is skipped; other numeric
+# arguments must be finite numbers of their type (numeric_fallbacks). Upper bounds are sanity
 # limits: far above any published setting, below what exhausts memory or overflows (queue_size:
 # 2e9 allocated 160 GB; lr, loss weights: a NaN model within a few steps).
 NUMERIC_KEYS: Mapping[str, NumberRange] = {
@@ -69,31 +82,14 @@ NUMERIC_KEYS: Mapping[str, NumberRange] = {
     # the plugin's data keys (data_tools.mixing says how far a ratio can go for a given source)
     "synthetic_ratio": NumberRange(float, 0.0),
     "synthetic_seed": NumberRange(int, 0, 2 ** 32 - 1, none_ok=True),
+    # RSMatch: every numeric field of its config, with the range the field declares (p_cutoff, a key
+    # of USB's algorithms too, takes the row below, which the test of this table requires to agree)
+    **rsmatch_rows(),
     # USB's algorithms
     "p_cutoff": _probability(),
     "T": NumberRange(float, 1e-2, 100.0),
     "ema_p": _probability(),
     "ent_loss_ratio": NumberRange(float, 0.0, 1e4),
-    # RSMatch
-    "lambda_syn": NumberRange(float, 0.0, 1e4),
-    "detector_threshold": _probability(),
-    "detector_calib_per_class": NumberRange(int, 0, 10 ** 6),
-    "detector_calib_quantile": _probability(),
-    "detector_width": NumberRange(int, 1, 1024),
-    "detector_lr": NumberRange(float, 0.0, 10.0),
-    "detector_wd": NumberRange(float, 0.0, 1.0),
-    "detector_ema_m": _probability(),
-    "detector_ulb_real": NumberRange(int, 0, 10 ** 6),
-    "detector_eval_samples": NumberRange(int, 0, 10 ** 9),
-    "pu_mass": NumberRange(float, 0.0, 1e4, low_open=True),
-    "pu_pos_weight": NumberRange(float, 0.0, 1e4),
-    "queue_size": NumberRange(int, 1, 10 ** 5),
-    "queue_push_classes": NumberRange(int, 1, 10 ** 5),
-    "queue_push_per_class": NumberRange(int, 1, 10 ** 5),
-    "queue_min_score": _probability(),
-    "queue_min_fill": NumberRange(int, 0, 10 ** 5),
-    "queue_gate_share": NumberRange(float, 0.0, 1.0, low_open=True),
-    "queue_workers": NumberRange(int, 0, 64),
     # OpenMatch, IOMatch
     "lambda_oem": NumberRange(float, 0.0, 1e4),
     "lambda_socr": NumberRange(float, 0.0, 1e4),

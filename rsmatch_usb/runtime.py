@@ -4,9 +4,10 @@ semilearn 0.3.2 assumes CUDA throughout. Rather than forking it, the train
 command (or an explicit call to :func:`activate`) installs the small set of
 adaptations below; importing :mod:`rsmatch_usb` patches nothing. Every change
 is listed in :func:`activate` with the reason it is needed. On CUDA only the
-dataset hook, the checkpoint fixes (atomic writes, the final iteration count)
-and a GradScaler that resumes from a CPU checkpoint are installed, so USB's GPU
-path (single GPU, DDP with NCCL) is otherwise USB's own.
+dataset hook, the checkpoint fixes (atomic writes, the final iteration count),
+exact resume, the structured metrics hook and a GradScaler that resumes from a
+CPU checkpoint are installed, so USB's GPU path (single GPU, DDP with NCCL) is
+otherwise USB's own.
 """
 import os
 import time
@@ -189,7 +190,7 @@ def activate(device):
 
     from data_tools import usb as usb_data
 
-    from . import resume
+    from . import metrics, resume
 
     # Plugin datasets (digits, ImageFolder sources, RS-SSL contamination) are built
     # by data_tools; AlgorithmBase.set_dataset looks get_dataset up in its module,
@@ -202,12 +203,14 @@ def activate(device):
     # Exact resume (rsmatch_usb.resume): samplers that resume mid-epoch and seed each
     # batch, and the RNG states in every checkpoint. Subclasses' get_save_dict,
     # load_model and set_data_loader call these through super(), so every algorithm has them.
+    # Structured metrics (rsmatch_usb.metrics): set_hooks too, for the hook writing metrics.jsonl.
     for name, sampler in resume.SAMPLERS.items():
         _patch_item(samplers.name2sampler, name, sampler)
     base = algorithmbase.AlgorithmBase
     for name, wrap in (("set_data_loader", _set_data_loader_resumable),
                        ("get_save_dict", _get_save_dict_with_resume_state),
-                       ("load_model", _load_model_resuming)):
+                       ("load_model", _load_model_resuming),
+                       ("set_hooks", metrics.with_metrics_hook)):
         if (base, name) not in _ORIGINALS:
             _patch(base, name, wrap(getattr(base, name)))
     if device == "cpu":

@@ -2,10 +2,12 @@
 
 Same flags, YAML keys and output layout (``save_dir/save_name/log.txt``,
 ``latest_model.pth``, ``model_best.pth``, the ``BEST_EVAL_ACC`` log line), on
-CPU or CUDA. Differences from USB's script, each deliberate: bad input is one
-``error:`` line and exit code 2; a checkpoint that exists but cannot be loaded
-stops the run instead of silently starting from scratch; with no GPU,
-``multiprocessing_distributed`` spawns ``world_size`` CPU processes on gloo.
+CPU or CUDA, plus the logged values as records in ``metrics.jsonl``
+(:mod:`rsmatch_usb.metrics`). Differences from USB's script, each
+deliberate: bad input is one ``error:`` line and exit code 2; a checkpoint
+that exists but cannot be loaded stops the run instead of silently starting
+from scratch; with no GPU, ``multiprocessing_distributed`` spawns
+``world_size`` CPU processes on gloo.
 """
 import contextlib
 import errno

@@ -42,7 +42,9 @@ PROBES = {
     "img_size 0": (dict(img_size=0), "img_size: 0 is not valid; give an integer in [8, 4096]"),
     "detector_width 0": (dict(RSMATCH, detector_width=0),
                          "detector_width: 0 is not valid; give an integer in [1, 1024]"),
-    "detector_lr nan": (dict(RSMATCH, detector_lr=math.nan), "detector_lr: nan is not valid; give a number in [0, 10]"),
+    "detector_lr nan": (dict(RSMATCH, detector_lr=math.nan), "detector_lr: nan is not valid; give a number in (0, 10]"),
+    # Accepted by the table until its RSMatch rows came from RSMatchConfig, refused later when RSMatch was built.
+    "detector_lr 0": (dict(RSMATCH, detector_lr=0), "detector_lr: 0 is not valid; give a number in (0, 10]"),
     "lambda_syn nan": (dict(RSMATCH, lambda_syn=math.nan), "lambda_syn: nan is not valid; give a number in [0, 10000]"),
     "lambda_syn inf": (dict(RSMATCH, lambda_syn=math.inf), "lambda_syn: inf is not valid"),
     # Allocated 160 GB before failing.
@@ -77,6 +79,45 @@ def test_a_flag_out_of_range_is_the_same_line(tmp_path, capsys):
     assert cli(["--c", write_config(tmp_path, tiny_config(tmp_path)), "--num_train_iter", "twelve"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["rsmatch-train: error: num_train_iter: 'twelve' is not valid; give an integer in [1, 10000000000]"]
+
+
+def test_rsmatch_rows_are_the_ranges_of_its_config():
+    """RSMatch's rows come from RSMatchConfig's field metadata; a key USB's algorithms share agrees with it."""
+    import dataclasses
+
+    from rsmatch_usb.algorithms.rsmatch.config import RSMatchConfig, ranges
+    from rsmatch_usb.config import NUMERIC_KEYS, rsmatch_rows
+
+    fields = {f.name: f for f in dataclasses.fields(RSMatchConfig)}
+    assert set(rsmatch_rows()) == set(ranges()) == {k for k, f in fields.items() if f.type in (int, float)}
+    for key, (low, high, open_ends) in ranges().items():
+        rule = NUMERIC_KEYS[key]
+        assert rule == rsmatch_rows()[key], key
+        assert (rule.kind, rule.low, rule.high if rule.high is not None else math.inf) == (fields[key].type, low, high)
+        assert (rule.low_open, rule.high_open) == ("lo" in open_ends, "hi" in open_ends)
+
+
+def test_a_field_added_to_the_rsmatch_config_gets_its_row(monkeypatch):
+    """A numeric field added to RSMatchConfig is checked by the table without a row written for it."""
+    import dataclasses
+
+    from rsmatch_usb import config
+    from rsmatch_usb.algorithms.rsmatch import config as rs_config
+
+    @dataclasses.dataclass(frozen=True)
+    class Wider(rs_config.RSMatchConfig):
+        detector_extra: int = rs_config._setting(3, "a new setting", bounds=(2, math.inf))
+
+    from data_tools.numbers import NumberRange, check_number
+    from rsmatch_usb.errors import UserError
+
+    monkeypatch.setattr(rs_config, "RSMatchConfig", Wider)  # what ranges() reads
+    monkeypatch.setattr(config, "RSMatchConfig", Wider)
+    rows = config.rsmatch_rows()
+    assert rows["detector_extra"] == NumberRange(int, 2, None)
+    assert set(rows) - {"detector_extra"} == set(rs_config.ranges()) - {"detector_extra"}
+    with pytest.raises(UserError, match=r"^detector_extra: 1 is not valid; give an integer >= 2$"):
+        check_number("detector_extra", 1, rows["detector_extra"])
 
 
 def test_every_usb_fixmatch_config_and_committed_config_is_in_range(tmp_path):

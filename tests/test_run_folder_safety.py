@@ -98,12 +98,14 @@ def test_overwrite_clears_an_unmarked_folder_holding_only_run_outputs(tmp_path, 
     cfg = tiny_config(tmp_path, name="old", overwrite=True)
     folder = os.path.join(cfg["save_dir"], cfg["save_name"])
     os.makedirs(os.path.join(folder, "tensorboard"))
-    for name in ("log.txt", "latest_model.pth.tmp", ".lock"):
+    for name in ("log.txt", "metrics.jsonl", "latest_model.pth.tmp", ".lock"):
         with open(os.path.join(folder, name), "w") as f:
             f.write("old")
     code, _ = _train(tmp_path, cfg, capsys)
     assert code == 0
     assert not os.path.exists(os.path.join(folder, "latest_model.pth.tmp"))
+    with open(os.path.join(folder, "metrics.jsonl")) as f:
+        assert f.read().startswith('{"kind": "event", "it": 0')  # the new run's records only
 
 
 def test_runner_passes_the_configs_overwrite(tmp_path):

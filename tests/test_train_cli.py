@@ -1,4 +1,5 @@
 """rsmatch-train: resume, distributed CPU training, and bad input."""
+import json
 import os
 import re
 import subprocess
@@ -128,3 +129,7 @@ def test_two_process_gloo_ddp_keeps_ranks_in_sync(tmp_path):
     ckpt = _checkpoint(run_dir)
     assert ckpt["it"] == 3
     assert all(k.startswith("module.") for k in ckpt["model"])  # saved from the DDP wrapper, as USB does
+    # Rank 0 alone writes the structured metrics: one record per step, as it alone logs.
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    assert [(r["kind"], r["it"]) for r in records] == [("event", 0), ("log", 1), ("log", 2), ("eval", 3), ("result", 3)]

@@ -14,6 +14,7 @@ import torch
 from conftest import REPO, tiny_config, write_config
 from usb_trees import usb_tree
 
+from data_tools import run_metrics
 from rsmatch_usb import usb_train
 
 STAND_IN = Path(REPO, "tests", "stand_in_train.py")
@@ -52,6 +53,9 @@ def test_runs_usbs_train_py_with_rsmatch_on_the_contaminated_digits(tmp_path, ca
     checkpoint = _checkpoint(run_dir)
     assert checkpoint["it"] == 2
     assert {"detector", "csqueue", "extra_heads", "rsmatch_state"} <= set(checkpoint)
+    # USB's script gets the plugin's structured metrics too.
+    records = run_metrics.read_records(run_metrics.path_in(str(run_dir)))
+    assert [r["kind"] for r in records][-2:] == ["eval", "result"] and "eval/detector_auroc" in records[-2]
     # The launcher's hooks are gone again, as after any run (the test fixture undoes them).
     assert sys.argv[0] != str(script) and str(script.parent) not in sys.path
 
@@ -136,3 +140,6 @@ def test_multiprocessing_distributed_workers_install_the_plugin(tmp_path):
     assert "distributed=True" in log and "dist_backend='gloo'" in log and "multiprocessing_distributed=True" in log
     assert "RSMatch detector:" in log
     assert _checkpoint(Path(cfg["save_dir"], cfg["save_name"]))["it"] == 2
+    records = run_metrics.read_records(run_metrics.path_in(os.path.join(cfg["save_dir"], cfg["save_name"])))
+    assert [r.get("event") for r in records].count("run_start") == 1  # the main rank's records only
+    assert [r["kind"] for r in records][-1] == "result"

@@ -6,8 +6,12 @@ constructor defaults (:class:`~.detector.Detector`, :class:`~.router.Router`,
 USB export all read :class:`RSMatchConfig`, so a default cannot drift between
 them. Each numeric field carries its valid range as field metadata
 (``metadata["range"] = (lo, hi)``, both ends included unless named in
-``metadata["open"]``), which :meth:`RSMatchConfig.problems` checks and which
-a central validation table can read through :func:`ranges`.
+``metadata["open"]``), which :meth:`RSMatchConfig.problems` checks and from
+which the train command's table of numeric keys
+(:data:`rsmatch_usb.config.NUMERIC_KEYS`) takes RSMatch's rows through
+:func:`ranges`. Upper bounds are sanity limits, as in that table: far above
+any setting that makes sense, below what exhausts memory (``queue_size``)
+or turns the model to NaN within a few steps (learning rates, loss weights).
 
 Standard library only: the config generator loads this file without torch.
 """
@@ -41,7 +45,7 @@ class RSMatchConfig:
     use_dummy_head: bool = _setting(True, "False: samples judged synthetic are discarded (the filter baseline)")
     use_queue: bool = _setting(True, "False: the detector trains on labeled vs unlabeled (PU) throughout")
     # losses and routing
-    lambda_syn: float = _setting(1.0, "weight of the dummy head's unlabeled loss", bounds=(0, INF))
+    lambda_syn: float = _setting(1.0, "weight of the dummy head's unlabeled loss", bounds=(0, 10_000))
     dummy_pseudo_label: str = _setting(
         "real", "dummy head targets: 'real' head's or the 'dummy' head's own weak-view prediction",
         choices=("real", "dummy"))
@@ -53,23 +57,23 @@ class RSMatchConfig:
         bounds=(0, 1))
     detector_calib_per_class: int = _setting(
         1, "labeled images per class held out of the detector's training to calibrate its threshold",
-        bounds=(0, INF))
+        bounds=(0, 1_000_000))
     detector_calib_quantile: float = _setting(
         1.0, "the floor is this quantile of the held-out images' scores (1: their maximum)", bounds=(0, 1))
     # detector
-    detector_width: int = _setting(16, "detector widths are w, 2w, 4w", bounds=(1, 4096))
+    detector_width: int = _setting(16, "detector widths are w, 2w, 4w", bounds=(1, 1024))
     detector_input: str = _setting(
         "rgb", "what the detector sees: rgb (the image), highpass, npr (residuals keeping up-sampling traces), "
                "spectrum, or several joined by '+' (rgb+npr)",
         choices=("rgb", "highpass", "npr", "spectrum", "rgb+npr", "rgb+highpass"))
-    detector_lr: float = _setting(3e-3, "detector Adam learning rate", bounds=(0, INF), open_ends=("lo",))
+    detector_lr: float = _setting(3e-3, "detector Adam learning rate", bounds=(0, 10), open_ends=("lo",))
     detector_wd: float = _setting(5e-3, "detector Adam weight decay (keeps it from memorizing the few labeled "
-                                        "images)", bounds=(0, INF))
+                                        "images)", bounds=(0, 1))
     detector_ema_m: float = _setting(0.99, "EMA momentum of the scoring copy of the detector (0: the detector "
                                            "itself)", bounds=(0, 1))
     detector_ulb_real: int = _setting(
         0, "the detector also trains on this many lowest-scoring unlabeled samples (of those judged real) as real",
-        bounds=(0, INF))
+        bounds=(0, 1_000_000))
     detector_oracle: bool = _setting(
         False, "diagnostic, not SSL: route by the unlabeled set's ground-truth synthetic flags from the first "
                "step (the detector still trains and is evaluated); the dummy head's ceiling")
@@ -77,14 +81,14 @@ class RSMatchConfig:
         True, "EMA momentum min(detector_ema_m, 1 - 1/(t+1)) at detector step t: early scores follow the detector")
     pu_mass: float = _setting(
         1 / 3, "bootstrap mass of the unlabeled ('possibly synthetic') side relative to the labeled side",
-        bounds=(0, INF), open_ends=("lo",))
+        bounds=(0, 10_000), open_ends=("lo",))
     pu_pos_weight: float = _setting(
         0.0, "bootstrap weight of each unlabeled sample, overriding pu_mass; 0: pu_mass * num_lb / num_ulb",
-        bounds=(0, INF))
+        bounds=(0, 10_000))
     # CSQueue
     queue_size: int = _setting(128, "K: capacity of each class sub-queue", bounds=(1, 100_000))
-    queue_push_classes: int = _setting(5, "P: classes served per step", bounds=(1, INF))
-    queue_push_per_class: int = _setting(4, "Q: top-scoring images pushed per served class", bounds=(1, INF))
+    queue_push_classes: int = _setting(5, "P: classes served per step", bounds=(1, 100_000))
+    queue_push_per_class: int = _setting(4, "Q: top-scoring images pushed per served class", bounds=(1, 100_000))
     queue_min_score: float = _setting(0.5, "only samples scoring at least this are pushed", bounds=(0, 1))
     queue_min_fill: int = _setting(
         16, "bootstrap ends once queue_gate_share of the sub-queues hold this many images (at most queue_size)",
@@ -96,7 +100,7 @@ class RSMatchConfig:
         1, "processes reading the next step's queue images ahead (0: read on the training thread)", bounds=(0, 64))
     # analysis
     detector_eval_samples: int = _setting(4000, "unlabeled images scored at each evaluation (0: all)",
-                                          bounds=(0, INF))
+                                          bounds=(0, 10 ** 9))
 
     @classmethod
     def from_args(cls, args: Any) -> "RSMatchConfig":
