@@ -59,13 +59,15 @@ def make_train_scheduler():
 def train_diffusion(model, scheduler, images: torch.Tensor, labels: torch.Tensor, *, train_steps: int,
                     batch_size: int, lr: float, p_uncond: float, seed: int, null_class: int,
                     checkpoint: Path | None = None, checkpoint_every: int = 250,
-                    loss_log: LossLog | None = None) -> float:
+                    loss_log: LossLog | None = None, stop_step: int | None = None) -> float:
     """Train ``model`` in place on images scaled to [-1, 1]; it ends with its EMA weights.
 
     With ``checkpoint``, the full training state (weights, optimizer, EMA, data
     order, random generator) is saved every ``checkpoint_every`` steps and a run
     restarted with the same arguments continues from it, bit-identically.
-    ``loss_log`` (saved in the checkpoint too) receives every step's loss.
+    ``loss_log`` (saved in the checkpoint too) receives every step's loss and
+    counts the steps trained. ``stop_step`` ends training after that step of
+    the ``train_steps`` schedule (a later call without it continues).
     Returns the seconds spent training in this call.
     """
     from diffusers.optimization import get_cosine_schedule_with_warmup
@@ -83,7 +85,7 @@ def train_diffusion(model, scheduler, images: torch.Tensor, labels: torch.Tensor
     gen = run.gen
     model.train()
     start = time.perf_counter()
-    for idx in run.batches("train diffusion"):
+    for idx in run.batches("train diffusion", stop=stop_step):
         x0, c = images[idx], labels[idx]
         # Label dropout trains the null class (unconditional model) used for
         # null-class draws and classifier-free guidance.

@@ -116,10 +116,11 @@ def diffusion_model(args, images, labels):
     seconds = train_diffusion(model, scheduler, to_unit_range(images), torch.from_numpy(labels),
                               train_steps=args.diffusion_train_steps, batch_size=args.batch_size,
                               lr=args.lr, p_uncond=args.p_uncond, seed=args.seed, null_class=NULL_CLASS,
-                              checkpoint=ckpt, loss_log=loss_log)
+                              checkpoint=ckpt, loss_log=loss_log, stop_step=args.diffusion_stop_step)
     n_params = sum(p.numel() for p in model.parameters())
     return model, scheduler, {"params": n_params, "train_seconds_this_run": seconds, "checkpoint": str(ckpt),
-                              "loss_every": loss_log.every, "loss_history": [round(v, 5) for v in loss_log.history]}
+                              "trained_steps": loss_log.steps, "loss_every": loss_log.every,
+                              "loss_history": [round(v, 5) for v in loss_log.history]}
 
 
 def gan_model(args, images, labels):
@@ -153,14 +154,16 @@ def make_source(key: str, name: str, model, args) -> tuple[np.ndarray, np.ndarra
     return images, labels, time.perf_counter() - start
 
 
-def write_source(path: Path, images, labels, name: str, key: str, args, seconds: float) -> None:
+def write_source(path: Path, images, labels, name: str, key: str, args, seconds: float, train_steps: int) -> None:
+    """Save one source with its metadata; ``train_steps``: the generator's steps actually trained."""
     steps = {"many": args.many_steps, "few": args.few_steps, "gan": 1}[key]
     generator = "conditional-DCGAN" if key == "gan" else f"diffusers-UNet2DModel-{name}"
-    train_steps = args.gan_train_steps if key == "gan" else args.diffusion_train_steps
+    schedule = args.gan_train_steps if key == "gan" else args.diffusion_train_steps
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
         path, images=images, labels=labels, generator=np.str_(generator), source=np.str_(name),
         steps=np.int64(steps), seed=np.int64(args.seed), train_steps=np.int64(train_steps),
+        schedule_steps=np.int64(schedule),
         guidance_scale=np.float64(args.guidance_scale if key != "gan" else 1.0),
         image_size=np.int64(28), generator_split_per_class=np.int64(fashion_mnist.GENERATOR_PER_CLASS),
         sample_seconds=np.float64(round(seconds, 1)))
@@ -256,6 +259,7 @@ def measure(args, files: dict, images, labels, timing) -> dict:
             "generator": str(bundle["generator"]),
             "sampler_steps": int(bundle["steps"]),
             "train_steps": int(bundle["train_steps"]),
+            "schedule_steps": int(bundle["schedule_steps"]) if "schedule_steps" in bundle else int(bundle["train_steps"]),
             "guidance_scale": float(bundle["guidance_scale"]),
             "images": int(len(synth)),
             "images_per_class": np.bincount(synth_labels, minlength=NUM_CLASSES).tolist(),
@@ -433,6 +437,9 @@ def parse_args(argv=None):
     p.add_argument("--diffusion-train-steps", type=int, default=1000,
                    help="optimizer steps of the diffusion model (a count, not a time budget, "
                         "keeps runs reproducible)")
+    p.add_argument("--diffusion-stop-step", type=int, default=None,
+                   help="stop the diffusion model's training after this step of its --diffusion-train-steps "
+                        "schedule (the loss has plateaued) and sample from it; rerunning without it continues")
     p.add_argument("--lr", type=float, default=2e-3, help="diffusion learning rate")
     p.add_argument("--p-uncond", type=float, default=0.1,
                    help="share of diffusion training labels replaced by the null class")
@@ -471,6 +478,8 @@ def parse_args(argv=None):
         p.error(f"--sources takes a comma-separated subset of {','.join(SOURCE_KEYS)}, got {unknown or 'nothing'}")
     if args.train_only and args.stats_only:
         p.error("--train-only and --stats-only exclude each other")
+    if args.diffusion_stop_step is not None and not 1 <= args.diffusion_stop_step <= args.diffusion_train_steps:
+        p.error("--diffusion-stop-step must lie in [1, --diffusion-train-steps]")
     for name in ("sweep_per_class", "per_class", "batch_size", "gan_batch_size", "diffusion_train_steps", "many_steps", "few_steps",
                  "gan_train_steps", "sample_batch", "threads"):
         if getattr(args, name) < 1:
@@ -504,13 +513,14 @@ def main(argv=None) -> int:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     timing = {}
     if not (args.stats_only or args.measure_only):
-        models = {}
+        models, trained = {}, {}
         if {"many", "few"} & set(args.sources):
             unet, scheduler, info = diffusion_model(args, images, labels)
-            print(f"diffusion UNet {info['params'] / 1e6:.2f}M params: trained "
+            print(f"diffusion UNet {info['params'] / 1e6:.2f}M params: trained {info['trained_steps']} of "
                   f"{args.diffusion_train_steps} steps ({info['train_seconds_this_run']:.0f} s in this run)",
                   flush=True)
             models.update(many=(unet, scheduler), few=(unet, scheduler))
+            trained.update(many=info["trained_steps"], few=info["trained_steps"])
             timing["diffusion_train_seconds_this_run"] = round(info["train_seconds_this_run"], 1)
             history = info["loss_history"]
             if history:
@@ -519,7 +529,8 @@ def main(argv=None) -> int:
             if args.sweep_guidance:
                 sweep = sweep_guidance(args, unet, scheduler, images, labels)
                 merge_stats(args.stats, {"guidance_sweep": sweep, "diffusion_training": {
-                    "train_steps": args.diffusion_train_steps, "batch_size": args.batch_size,
+                    "train_steps": info["trained_steps"], "schedule_steps": args.diffusion_train_steps,
+                    "batch_size": args.batch_size,
                     "channels": list(args.channels), "params": info["params"],
                     "loss_every": info["loss_every"], "loss_history": history}})
                 plot_sweep(args.sweep_plot, json.loads(args.stats.read_text())["guidance_sweep"])
@@ -530,12 +541,13 @@ def main(argv=None) -> int:
             print(f"conditional DCGAN generator {info['params'] / 1e6:.2f}M params: trained "
                   f"{args.gan_train_steps} steps ({info['train_seconds_this_run']:.0f} s in this run)", flush=True)
             models["gan"] = gen_net
+            trained["gan"] = args.gan_train_steps
             timing["gan_train_seconds_this_run"] = round(info["train_seconds_this_run"], 1)
         if args.train_only:
             return 0
         for key in args.sources:
             synth, synth_labels, seconds = make_source(key, names[key], models[key], args)
-            write_source(outputs[key][0], synth, synth_labels, names[key], key, args, seconds)
+            write_source(outputs[key][0], synth, synth_labels, names[key], key, args, seconds, trained[key])
             timing[f"{names[key]}_sample_seconds"] = round(seconds, 1)
             print(f"wrote {outputs[key][0]} ({outputs[key][0].stat().st_size / 1e6:.2f} MB, {len(synth)} images, "
                   f"sampled in {seconds:.0f} s)", flush=True)

@@ -32,8 +32,10 @@ class LossLog:
 
     def __init__(self, every: int = 250):
         self.every, self.history, self._sum, self._count = every, [], 0.0, 0
+        self.steps = 0  # steps trained so far, over every resumed run
 
     def add(self, loss: float) -> None:
+        self.steps += 1
         self._sum += loss
         self._count += 1
         if self._count == self.every:
@@ -41,11 +43,14 @@ class LossLog:
             self._sum, self._count = 0.0, 0
 
     def state_dict(self) -> dict:
-        return {"every": self.every, "history": list(self.history), "sum": self._sum, "count": self._count}
+        return {"every": self.every, "history": list(self.history), "sum": self._sum, "count": self._count,
+                "steps": self.steps}
 
     def load_state_dict(self, state: dict) -> None:
         self.every, self.history = state["every"], list(state["history"])
         self._sum, self._count = state["sum"], state["count"]
+        # Checkpoints written before the count was kept: every window is full but the open one.
+        self.steps = state.get("steps", self.every * len(self.history) + self._count)
 
 
 class ResumableBatches:
@@ -71,10 +76,15 @@ class ResumableBatches:
             self.order, self.pos, self.done = state["order"], state["pos"], state["step"]
         self.bar = None
 
-    def batches(self, desc: str):
-        """Yield the minibatch index tensor of each remaining step (progress bar in ``self.bar``)."""
-        self.bar = tqdm(range(self.done, self.train_steps), desc=desc, mininterval=10.0,
-                        initial=self.done, total=self.train_steps)
+    def batches(self, desc: str, stop: int | None = None):
+        """Yield the minibatch index tensor of each remaining step (progress bar in ``self.bar``).
+
+        ``stop`` ends the loop after that step (checkpointed there) without
+        changing the schedule of ``train_steps``: a later run without it
+        continues to the end.
+        """
+        end = self.train_steps if stop is None else min(stop, self.train_steps)
+        self.bar = tqdm(range(self.done, end), desc=desc, mininterval=10.0, initial=self.done, total=end)
         for step in self.bar:
             if self.pos + self.batch_size > self.n:  # new epoch
                 self.order, self.pos = torch.randperm(self.n, generator=self.gen), 0
@@ -83,7 +93,7 @@ class ResumableBatches:
             yield idx
             # The caller's step has finished when the loop asks for the next batch.
             if self.checkpoint is not None and (
-                    (step + 1) % self.checkpoint_every == 0 or step + 1 == self.train_steps):
+                    (step + 1) % self.checkpoint_every == 0 or step + 1 == end):
                 save_atomic({**{k: obj.state_dict() for k, obj in self.stateful.items()},
                              "gen": self.gen.get_state(), "order": self.order, "pos": self.pos,
                              "step": step + 1}, self.checkpoint)

@@ -46,20 +46,26 @@ def test_grid_is_complete():
                                                      "openmatch", "iomatch", "rsmatch", "rsmatch_filter",
                                                      "rs_softmatch", "rs_freematch", "rsmatch_oracle",
                                                      "rsmatch_filter_oracle")
-        for a in _alphas(lab) for s in (0, 1, 2)}
-    assert len(fashion) == 111 and len(generate.select("fashion")) == 111
+        for a in _alphas(lab) for s in range(5)}
+    assert len(fashion) == 185 and len(generate.select("fashion")) == 185
+    # The RS study: six methods at alpha 1 and two at alpha 0, five seeds each.
+    study = {(x.label, x.alpha) for x in generate.select("fashion_study")}
+    assert study == {(lab, 1.0) for lab in ("fixmatch", "rsmatch", "rsmatch_oracle", "rsmatch_filter", "softmatch",
+                                            "rs_softmatch")} | {("fixmatch", 0.0), ("rsmatch", 0.0)}
+    assert len(generate.select("fashion_study")) == 40
     names = [(x.config["save_dir"], x.config["save_name"]) for x in paper + embedded + fashion]
     assert len(set(names)) == len(names)
 
 
 def test_fashion_grid_keys():
-    """The fashion grid: the digits grid's CPU setup at 16x16, 10k real unlabeled, three mixed generators;
-    RSMatch's settings are the digits grid's (chosen on digits, never tuned on fashion)."""
+    """The fashion grid: the digits grid's CPU net at Fashion-MNIST's native 28x28, 10k real unlabeled, three
+    mixed generators; RSMatch's settings are the digits grid's (chosen on digits and the validation split)."""
     specs = {(s.label, s.alpha, s.seed): s.config for s in generate.family_specs("fashion")}
     digits = {(s.label, s.alpha, s.seed): s.config for s in generate.family_specs("embedded")}
     for (label, alpha, seed), cfg in specs.items():
-        assert (cfg["net"], cfg["img_size"], cfg["ulb_num_labels"], cfg["num_labels"]) == ("resnet_tiny", 16, 10000, 40)
-        assert cfg["synthetic_source"] == ["bundled:fashion_ddim25", "bundled:fashion_dpmsolver4", "bundled:fashion_cgan"]
+        assert (cfg["net"], cfg["img_size"], cfg["ulb_num_labels"], cfg["num_labels"]) == ("resnet_tiny", 28, 10000, 40)
+        assert cfg["synthetic_source"] == list(generate.FASHION_SOURCES) and len(cfg["synthetic_source"]) == 3
+        assert "eval_split" not in cfg  # the benchmark evaluates on the test split (the default)
         assert cfg["num_train_iter"] == generate.FASHION_ITERATIONS and cfg["save_dir"] == "./saved_models/fashion_grid"
         if label.startswith("rsmatch"):
             same = {k: v for k, v in digits[(label, alpha, seed)].items()
@@ -625,7 +631,7 @@ def test_report_reads_the_results_file(fake_runs, tmp_path):
 def test_fashion_grid_uses_its_committed_results_file(tmp_path):
     out = io.StringIO()
     assert run.main(["--grid", "fashion", "--save-dir", str(tmp_path), "--dry-run"], out=out) == 0
-    assert out.getvalue().startswith("111 run(s): ")
+    assert out.getvalue().startswith("185 run(s): ")
     assert run.default_results("fashion") == os.path.join(REPO, "docs", "results", "fashion", "results.csv")
     assert run.default_results("embedded") == os.path.join(REPO, "docs", "results", "embedded", "results.csv")
     assert run.default_results("embedded_robust") == run.default_results("embedded")

@@ -159,7 +159,7 @@ def _tiny_data(n=16):
     return torch.rand((n, 1, 28, 28), generator=g) * 2 - 1, torch.arange(n) % 10
 
 
-def _train_unet(monkeypatch, ckpt, kill_after=None):
+def _train_unet(monkeypatch, ckpt, kill_after=None, stop_step=None, loss_log=None):
     if kill_after is not None:
         monkeypatch.setattr(resumable_training, "tqdm", _killed_after(kill_after))
     torch.manual_seed(0)
@@ -167,8 +167,20 @@ def _train_unet(monkeypatch, ckpt, kill_after=None):
     x, y = _tiny_data()
     diffusion_generator.train_diffusion(model, diffusion_generator.make_train_scheduler(), x, y, train_steps=3,
                                         batch_size=4, lr=1e-3, p_uncond=0.1, seed=0, null_class=10,
-                                        checkpoint=ckpt, checkpoint_every=1)
+                                        checkpoint=ckpt, checkpoint_every=1, stop_step=stop_step, loss_log=loss_log)
     return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_diffusion_training_stopped_early_continues_to_the_same_weights(tmp_path, monkeypatch):
+    """``stop_step`` ends a run inside its schedule; rerun without it, training ends as if never stopped."""
+    straight = _train_unet(monkeypatch, None)
+    ckpt, log = tmp_path / "unet.pt", resumable_training.LossLog(every=1)
+    stopped = _train_unet(monkeypatch, ckpt, stop_step=2, loss_log=log)
+    assert log.steps == 2 and torch.load(ckpt, weights_only=True)["step"] == 2
+    assert not torch.equal(stopped, straight)
+    log = resumable_training.LossLog(every=1)
+    assert torch.equal(_train_unet(monkeypatch, ckpt, loss_log=log), straight)
+    assert log.steps == 3 and len(log.history) == 3
 
 
 def test_killed_diffusion_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
