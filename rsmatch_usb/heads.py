@@ -90,7 +90,7 @@ class ExtraHeadsMixin:
         # advances exactly as for the base algorithm, so data order, augmentation
         # and the EMA copy match it step for step under the same seed.
         with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(self.args.seed + 7919)  # CPU only: see images.private_rng
+            torch.default_generator.manual_seed(self.args.seed + 7919)  # CPU only: see utils.private_rng
             self.extra_heads = HeadSet(self.build_extra_heads(model.num_features))
         return model
 
