@@ -29,8 +29,11 @@ def read_image(dataset, index):
 def private_rng(seed):
     """Run random augmentations on a stream seeded by ``seed``, leaving the global RNGs untouched.
 
-    Only the CPU generator is seeded: ``torch.manual_seed`` would also reseed
-    every CUDA generator, which ``fork_rng(devices=[])`` does not restore.
+    Extra reads in the training process (RSMatch's queue draws) would otherwise
+    shift the data order and augmentations of the rest of training. Only the
+    CPU generator is seeded: ``torch.manual_seed`` would also reseed every CUDA
+    generator, which ``fork_rng(devices=[])`` does not restore, so on a GPU
+    dropout masks would restart from the same seed each step.
     """
     py_state, np_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
