@@ -1,7 +1,7 @@
 """Extra classifier heads on any USB backbone, without editing the backbone.
 
-RSMatch's dummy head, OpenMatch's one-vs-all head and IOMatch's projection
-heads all read the backbone's pooled features. :class:`ExtraHeadsMixin` keeps
+Heads that read the backbone's pooled features, RSMatch's dummy head among
+them, need no place in the net itself. :class:`ExtraHeadsMixin` keeps
 them beside ``self.model`` rather than inside it, so the backbone, its EMA
 copy, USB's evaluation and USB's checkpoint entries (``model``/``ema_model``,
 loadable by USB's eval.py into the plain net) stay exactly USB's. The heads

@@ -1,8 +1,5 @@
-"""Helpers of the plugin's algorithms on USB's ``AlgorithmBase``: image reads, a private RNG stream, two mixins.
-
-The USB export carries this module as ``utils.py`` beside RSMatch; the
-plugin's evaluation helpers stay in :mod:`.common`.
-"""
+"""Helpers on USB's datasets and ``AlgorithmBase``: untransformed image reads, a private RNG stream for extra
+random augmentations, extra checkpoint state, train-step inputs kept on the CPU."""
 import contextlib
 import random
 from inspect import signature
