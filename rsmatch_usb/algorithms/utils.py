@@ -3,13 +3,14 @@ random augmentations, extra checkpoint state, train-step inputs kept on the CPU.
 import contextlib
 import random
 from inspect import signature
+from typing import Any, Iterator, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
 
 
-def read_sample(dataset, index):
+def read_sample(dataset: Any, index: int) -> Tuple[Image.Image, Any]:
     """``(image, target)`` of sample ``index`` of a USB dataset, the image decoded (PIL) but untransformed."""
     img, target = dataset.__sample__(index)
     if isinstance(img, np.ndarray):
@@ -17,13 +18,13 @@ def read_sample(dataset, index):
     return img, target
 
 
-def read_image(dataset, index):
+def read_image(dataset: Any, index: int) -> Image.Image:
     """Image ``index`` of a USB dataset, untransformed (as its ``__getitem__`` hands it to its transforms)."""
     return read_sample(dataset, index)[0]
 
 
 @contextlib.contextmanager
-def private_rng(seed):
+def private_rng(seed: int) -> Iterator[None]:
     """Run random augmentations on a stream seeded by ``seed``, leaving the global RNGs untouched.
 
     Extra reads in the training process (RSMatch's queue draws) would otherwise

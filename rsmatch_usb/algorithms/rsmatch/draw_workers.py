@@ -15,6 +15,7 @@ so prefetched draws equal synchronous ones (``queue_workers: 0``).
 import concurrent.futures
 import multiprocessing
 import os
+from typing import Any, Dict, Iterable
 
 import torch
 
@@ -45,13 +46,13 @@ class WorkerDraws(QueueDraws):
     :meth:`close` stops the workers.
     """
 
-    def __init__(self, dataset, num_workers=1):
+    def __init__(self, dataset: Any, num_workers: int = 1):
         super().__init__(dataset)
         self.num_workers = int(num_workers)
         self._pool = None
         self._future = None
 
-    def request(self, indices, seed):
+    def request(self, indices: Iterable[int], seed: int) -> None:
         super().request(indices, seed)
         if self.num_workers > 0:
             if self._pool is None:
@@ -61,20 +62,20 @@ class WorkerDraws(QueueDraws):
                     initializer=_init_worker, initargs=(self.dataset, os.getpid()))
             self._future = self._pool.submit(_read_in_worker, self._request[0].tolist(), self._request[1])
 
-    def read(self, indices, seed):
+    def read(self, indices: torch.Tensor, seed: int) -> torch.Tensor:
         if self._future is None:
             return super().read(indices, seed)
         images = self._future.result()
         self._future = None
         return images
 
-    def restore(self, state):
+    def restore(self, state: Dict[str, torch.Tensor]) -> None:
         if self._future is not None:
             self._future.cancel()
         self._future = None
         super().restore(state)
 
-    def close(self):
+    def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

@@ -19,6 +19,7 @@ The diagnostic keys are :class:`~.config.RSMatchConfig`'s fields marked
 import contextlib
 import io
 import logging
+from typing import Tuple
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ class OracleRouter(Router):
 
     oracle = None
 
-    def route(self, scores, idx_ulb):
+    def route(self, scores: torch.Tensor, idx_ulb: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         judged, routed = super().route(scores, idx_ulb)
         if self.oracle is not None:
             routed = self.oracle[idx_ulb.cpu()].to(judged)
@@ -142,12 +143,12 @@ class RunEndHook(DetectorPlacementHook):
                         fingerprint(tensors + list(algorithm.csqueue.state_dict().values())))
 
 
-def count_params(module):
+def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
 @torch.no_grad()
-def count_flops(module, example):
+def count_flops(module: nn.Module, example: torch.Tensor) -> int:
     """FLOPs of one forward pass on ``example`` (eval mode, so BatchNorm statistics are untouched)."""
     was_training = module.training
     module.eval()

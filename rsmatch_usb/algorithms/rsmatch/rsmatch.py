@@ -211,7 +211,7 @@ def checked(cfg: RSMatchConfig) -> RSMatchConfig:
     return cfg
 
 
-def rs_arguments(diagnostic: bool = False):
+def rs_arguments(diagnostic: bool = False) -> list:
     """The arguments RSMatch adds to its base algorithm's: :class:`RSMatchConfig`'s fields, in its order.
 
     The diagnostic keys only with ``diagnostic``.
