@@ -5,7 +5,7 @@
 For each image size, ``--draws`` draws of ``--batch`` random unlabeled images
 (the embedded digits set by default, under its weak transform) are made two
 ways: synchronously (``queue_workers: 0``, what every RSMatch step did before)
-and through :class:`QueueDraws` with one worker, which reads the next draw
+and through the plugin's :class:`WorkerDraws` with one worker, which reads the next draw
 while a training step of ``--step-ms`` (simulated by sleeping) runs. Printed:
 the median milliseconds the training thread spends per draw in each case.
 """
@@ -43,7 +43,8 @@ def main(argv=None):
 
     import torch
 
-    from rsmatch_usb.algorithms.rsmatch.draws import QueueDraws, read_transformed
+    from rsmatch_usb.algorithms.rsmatch.draw_workers import WorkerDraws
+    from rsmatch_usb.algorithms.rsmatch.draws import read_transformed
 
     for size in args.img_size:
         ulb = unlabeled_dataset(args.config, size)
@@ -54,7 +55,7 @@ def main(argv=None):
             start = time.perf_counter()
             read_transformed(ulb, index, seed)
             sync.append(time.perf_counter() - start)
-        draws, ahead = QueueDraws(ulb, 1), []
+        draws, ahead = WorkerDraws(ulb, 1), []
         try:
             draws.request(*requests[0])
             draws.take()  # the worker's start-up is paid once, at the first trusted step

@@ -83,11 +83,12 @@ def config_files() -> Dict[str, str]:
     from semilearn.algorithms.fixmatch import FixMatch
 
     from .algorithms.rsmatch import RS_VARIANTS
+    from .algorithms.rsmatch.config import diagnostic_keys
 
-    # USB's FixMatch configs become RSMatch on FixMatch (the paper's): its keys, not the other bases'.
+    # USB's FixMatch configs become RSMatch on FixMatch (the paper's): the exported algorithm's keys.
     defaults = {a.name.lstrip("-"): a.default for a in RS_VARIANTS["fixmatch"].get_argument()}
     try:
-        own = usb_configs.own_settings(manifest.CONFIG_SETTINGS, defaults, manifest.DIAGNOSTIC_KEYS)
+        own = usb_configs.own_settings(manifest.CONFIG_SETTINGS, defaults, diagnostic_keys())
     except ValueError as exc:
         raise rewrite.ExportError(f"manifest.CONFIG_SETTINGS: {exc}") from None
     return usb_configs.rsmatch_configs(own, FixMatch.get_argument())

@@ -1,7 +1,7 @@
 """Extra classifier heads on any USB backbone, without editing the backbone.
 
-RSMatch's dummy head, OpenMatch's one-vs-all head and IOMatch's projection
-heads all read the backbone's pooled features. :class:`ExtraHeadsMixin` keeps
+Heads that read the backbone's pooled features, RSMatch's dummy head among
+them, need no place in the net itself. :class:`ExtraHeadsMixin` keeps
 them beside ``self.model`` rather than inside it, so the backbone, its EMA
 copy, USB's evaluation and USB's checkpoint entries (``model``/``ema_model``,
 loadable by USB's eval.py into the plain net) stay exactly USB's. The heads
@@ -90,7 +90,7 @@ class ExtraHeadsMixin:
         # advances exactly as for the base algorithm, so data order, augmentation
         # and the EMA copy match it step for step under the same seed.
         with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(self.args.seed + 7919)  # CPU only: see images.private_rng
+            torch.default_generator.manual_seed(self.args.seed + 7919)  # CPU only: see utils.private_rng
             self.extra_heads = HeadSet(self.build_extra_heads(model.num_features))
         return model
 

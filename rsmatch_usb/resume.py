@@ -33,7 +33,7 @@ import torch
 from data_tools.processes import DieWithParent
 from semilearn.datasets.samplers.sampler import DistributedSampler, WeightedDistributedSampler
 
-from .algorithms.rsmatch.images import private_rng
+from .algorithms.utils import private_rng
 
 
 class SeededIndex(int):

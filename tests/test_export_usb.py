@@ -15,6 +15,7 @@ from conftest import REPO
 from usb_trees import MAIN_ONLY_ALGORITHMS, REGISTRY, snapshot, usb_tree
 
 from rsmatch_usb import export_usb
+from rsmatch_usb.algorithms.rsmatch.config import diagnostic_keys
 from rsmatch_usb.upstream import manifest, registration, rewrite, usb_configs
 
 CHILD = os.path.join(REPO, "tests", "export_usb_child.py")
@@ -23,6 +24,7 @@ PACKAGE = "rsmatch_usb.algorithms.rsmatch"
 SETTINGS = {"cifar10_40_0", "cifar10_250_0", "cifar10_4000_0", "cifar100_400_0", "cifar100_2500_0",
             "cifar100_10000_0", "svhn_40_0", "svhn_250_0", "svhn_1000_0", "stl10_40_0", "stl10_250_0",
             "stl10_1000_0"}
+DIAGNOSTIC_KEYS = diagnostic_keys()
 WRITTEN = re.compile(rf"^({manifest.ALGORITHM_DIR}/[^/]+\.py|{usb_configs.EXPORT_CONFIG_DIR}/[^/]+\.yaml"
                      rf"|{re.escape(registration.REGISTRY_PATH)})$")
 
@@ -116,7 +118,7 @@ def test_exported_python_files_carry_usbs_header_and_import_nothing_of_the_plugi
         assert text.startswith("# Copyright (c) Microsoft Corporation.\n# Licensed under the MIT License.\n\n"), path
         assert rewrite.plugin_imports(text, rewrite.TARGET_PACKAGE, path.name) == []
     packages = rewrite.imported_packages(p.read_text() for p in files)
-    assert packages == ["PIL", "numpy", "semilearn", "sklearn", "torch", "torchvision"]
+    assert packages == ["PIL", "numpy", "semilearn", "torch"]
 
 
 def _top_level_names(path):
@@ -144,19 +146,19 @@ def test_export_carries_no_command_line_error_module(exported):
     assert raised > 0
 
 
-@pytest.mark.xfail(strict=True, reason="today's rsmatch.py and hooks.py import the plugin-only diagnostics "
-                                       "(origin, fingerprints); issue 25's split moves them out of the exported "
-                                       "modules")
 def test_export_carries_no_plugin_only_helpers(exported):
     root, _, _ = exported
-    plugin_only = {"fingerprint", "log_fingerprint", "unlabeled_origin", "auroc_by_source", "SyntheticAUROCHook"}
+    plugin_only = {"fingerprint", "log_fingerprint", "unlabeled_origin", "auroc_by_source", "SyntheticAUROCHook",
+                   # the plugin's RSMatch diagnostics (rsmatch_usb.algorithms.rsmatch.plugin, draw_workers, images)
+                   "DetectorEvalHook", "OracleRouter", "DiagnosticsMixin", "detector_cost", "count_flops",
+                   "WorkerDraws", "view_settings", "build_view"}
     for path in _algorithm_files(root):
         assert not plugin_only & _top_level_names(path), path
         assert not re.search(r"\b(rsmatch_usb|data_tools)\b", path.read_text()), path
 
 
-@pytest.mark.xfail(strict=True, reason="today's RSMatch package alone is 1,100 lines; issue 25's split must bring "
-                                       "the modules in manifest.MODULES to 700 (docs/upstream.md)")
+@pytest.mark.xfail(strict=True, reason="the exported RSMatch is 1,642 lines, 874 of them code; within 700 it must "
+                                       "do less, a decision about RSMatch itself (docs/upstream.md)")
 def test_exported_algorithm_folder_is_at_most_700_lines(exported):
     root, _, _ = exported
     assert sum(p.read_text().count("\n") for p in _algorithm_files(root)) <= 700
@@ -177,14 +179,14 @@ def test_configs_are_usbs_fixmatch_configs_for_rsmatch_without_diagnostic_keys(e
         # USB's keys in USB's order; no RSMatch key differs from its default, so none is listed.
         assert rsmatch == {**fixmatch, **renamed}
         assert [line.split(":")[0] for line in text.splitlines()] == [k for k, _ in items]
-        assert not set(manifest.DIAGNOSTIC_KEYS) & set(rsmatch)
+        assert not set(DIAGNOSTIC_KEYS) & set(rsmatch)
     assert _load((config_dir / "rsmatch_stl10_40_0.yaml").read_text())["net"] == "wrn_var_37_2"
 
 
 def test_config_lists_only_rsmatch_settings_that_differ_from_the_defaults():
     defaults = {"queue_size": 128, "lambda_syn": 1.0, "detector_oracle": False, "use_queue": True}
     own = usb_configs.own_settings({"queue_size": 256, "lambda_syn": 1.0, "use_queue": False}, defaults,
-                                   manifest.DIAGNOSTIC_KEYS)
+                                   DIAGNOSTIC_KEYS)
     assert own == [("queue_size", "256"), ("use_queue", "False")]
     items = [("algorithm", "fixmatch"), ("save_name", "fixmatch_cifar10_40_0"), ("T", "0.5"),
              ("p_cutoff", "0.95"), ("net", "wrn_28_2")]
@@ -193,9 +195,9 @@ def test_config_lists_only_rsmatch_settings_that_differ_from_the_defaults():
     assert text == ("algorithm: rsmatch\nsave_name: rsmatch_cifar10_40_0\nT: 0.5\np_cutoff: 0.95\n"
                     "queue_size: 256\nuse_queue: False\nnet: wrn_28_2\n")
     with pytest.raises(ValueError, match="diagnostic"):
-        usb_configs.own_settings({"detector_oracle": True}, defaults, manifest.DIAGNOSTIC_KEYS)
+        usb_configs.own_settings({"detector_oracle": True}, defaults, DIAGNOSTIC_KEYS)
     with pytest.raises(ValueError, match="not an argument of RSMatch"):
-        usb_configs.own_settings({"queue_sise": 3}, defaults, manifest.DIAGNOSTIC_KEYS)
+        usb_configs.own_settings({"queue_sise": 3}, defaults, DIAGNOSTIC_KEYS)
 
 
 def test_table_round_trips_usb_config_text(tmp_path):
@@ -308,7 +310,7 @@ def test_rewrite_maps_plugin_imports_into_the_folder_and_substitutes_the_error_t
               "from rsmatch_usb.heads import (ExtraHeadsMixin,\n    unwrap)  # the mixin\n"
               "from ...errors import UserError\n"
               "from rsmatch_usb import heads as h\n"
-              "from ..common import read_image\n"
+              "from ..utils import read_image\n"
               "from .csqueue import CSQueue\n"
               "from semilearn.core.utils import ALGORITHMS\n"
               "\n"

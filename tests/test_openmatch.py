@@ -9,7 +9,7 @@ import torch
 
 from conftest import read_log, run_train, tiny_config
 
-from rsmatch_usb.algorithms.common import read_image
+from rsmatch_usb.algorithms.utils import read_image
 from rsmatch_usb.algorithms.openmatch import OpenMatch
 from rsmatch_usb.algorithms.openmatch.openmatch import TwoWeakViews
 from rsmatch_usb.algorithms.openmatch.utils import (ova_entropy_loss, ova_inlier_probs, ova_loss,

@@ -24,8 +24,13 @@ def test_the_argument_list_is_the_config():
 
     from rsmatch_usb.algorithms.rsmatch.rsmatch import rs_arguments
 
-    arguments = rs_arguments()
+    arguments = rs_arguments(diagnostic=True)
     assert [a.name for a in arguments] == [f"--{name}" for name in FIELDS]
+    # The algorithm's own list (the USB export's) leaves the diagnostic keys out; the plugin's has them.
+    diagnostic = [name for name, f in FIELDS.items() if f.metadata["diagnostic"]]
+    assert config.diagnostic_keys() == tuple(diagnostic) == ("detector_oracle", "queue_workers",
+                                                             "detector_eval_samples")
+    assert [a.name for a in rs_arguments()] == [f"--{name}" for name in FIELDS if name not in diagnostic]
     for argument in arguments:
         f = FIELDS[argument.name[2:]]
         assert argument.default == f.default and argument.help.startswith(f.metadata["help"])
@@ -64,9 +69,18 @@ def test_the_config_generator_reads_the_config():
 
 
 def test_the_base_algorithms_are_the_variants():
-    from rsmatch_usb.algorithms.rsmatch import RS_VARIANTS
+    from semilearn.core.utils import ALGORITHMS
+
+    from rsmatch_usb.algorithms.rsmatch import RS_VARIANTS, RSMatch, plugin
 
     assert tuple(RS_VARIANTS) == FIELDS["base_algorithm"].metadata["choices"]
+    # The plugin registers the exported variants with its diagnostics; only its arguments have the diagnostic keys.
+    assert ALGORITHMS["rsmatch"] is plugin.RSMatch
+    assert all(issubclass(plugin.RS_VARIANTS[base], RS_VARIANTS[base]) for base in RS_VARIANTS)
+    exported = {a.name[2:] for a in RSMatch.get_argument()}
+    registered = [a.name[2:] for a in plugin.RSMatch.get_argument()]
+    assert set(registered) - exported == set(config.diagnostic_keys())
+    assert registered[:len(FIELDS)] == list(FIELDS)  # RSMatch's keys first, in the config's order
 
 
 @pytest.mark.parametrize("name", NUMERIC)
@@ -106,3 +120,6 @@ def test_from_args_reads_every_key_and_lower_cases_the_choices():
     assert cfg.base_algorithm == "softmatch" and cfg.queue_size == 7
     with pytest.raises(AttributeError):
         RSMatchConfig.from_args(argparse.Namespace(queue_size=7))
+    # A run of the exported algorithm has no diagnostic keys: they keep their defaults.
+    training = {k: v for k, v in config.defaults().items() if k not in config.diagnostic_keys()}
+    assert RSMatchConfig.from_args(argparse.Namespace(**dict(training, queue_size=7))) == RSMatchConfig(queue_size=7)

@@ -6,9 +6,9 @@ from rsmatch_usb.algorithms.rsmatch.csqueue import CSQueue
 from rsmatch_usb.algorithms.rsmatch.router import Router
 
 
-def _router(num_classes=3, calib_index=(), **kwargs):
+def _router(num_classes=3, calib_index=(), router_class=Router, **kwargs):
     queue = CSQueue(num_classes, capacity=4, classes_per_step=num_classes, per_class=4)
-    return Router(queue, torch.tensor(calib_index, dtype=torch.long), **kwargs)
+    return router_class(queue, torch.tensor(calib_index, dtype=torch.long), **kwargs)
 
 
 def test_hold_out_takes_the_first_images_of_each_class_sorted():
@@ -57,8 +57,13 @@ def test_nothing_is_routed_until_trusted_then_the_judged_samples_are():
 
 
 def test_the_oracle_routes_by_the_flags_from_the_first_step():
-    router = _router(oracle=torch.tensor([True, False, True, False]))
-    judged, routed = router.route(torch.tensor([0.9, 0.9, 0.1]), torch.tensor([3, 2, 1]))
+    from rsmatch_usb.algorithms.rsmatch.plugin import OracleRouter  # the plugin's diagnostic, not exported
+
+    router = _router(router_class=OracleRouter)
+    scores, idx_ulb = torch.tensor([0.9, 0.9, 0.1]), torch.tensor([3, 2, 1])
+    assert router.route(scores, idx_ulb)[1].tolist() == [0.0, 0.0, 0.0]  # no flags: the Router's (untrusted)
+    router.oracle = torch.tensor([True, False, True, False])
+    judged, routed = router.route(scores, idx_ulb)
     assert judged.tolist() == [1.0, 1.0, 0.0] and routed.tolist() == [0.0, 1.0, 0.0]
 
 

@@ -1,20 +1,19 @@
-"""What the plugin's algorithms share: the labeled/unlabeled forward, dataset views, the eval-time guard,
-the synthetic-AUROC hook, the load of an algorithm's extra checkpoint state and the
-train-step inputs that stay on the CPU.
+"""What the plugin's algorithms share for training and evaluation: the labeled/unlabeled forward, dataset
+views, the eval-time guard and the synthetic-AUROC hook.
 
 Plain helpers on semilearn's ``AlgorithmBase`` and ``Hook``, so that no
-algorithm imports another's folder.
+algorithm imports another's folder. The helpers RSMatch's USB export carries
+(image reads, the private RNG stream, the extra-state and CPU-input mixins)
+are in :mod:`.utils`.
 """
-from inspect import signature
-
-import numpy as np
 import torch
-from PIL import Image
 from semilearn.core.hooks import Hook
 from torch.utils.data import DataLoader, Dataset
 
 from rsmatch_usb.heads import unwrap
 from rsmatch_usb.origin import auroc_by_source, unlabeled_origin
+
+from .utils import read_image
 
 # Unlabeled samples scored for eval/synthetic_auroc: enough for an AUROC within ~0.02,
 # few enough to cost well under one evaluation of a CIFAR-sized test set.
@@ -35,22 +34,6 @@ def at_eval_on_main_rank(hook, algorithm):
     if not (hook.every_n_iters(algorithm, algorithm.num_eval_iter) or hook.is_last_iter(algorithm)):
         return False
     return not (algorithm.distributed and algorithm.rank % algorithm.ngpus_per_node != 0)
-
-
-def read_sample(dataset, index):
-    """``(image, target)`` of sample ``index`` of a USB dataset, the image read and decoded but untransformed.
-
-    The image is a PIL image, as the dataset's ``__getitem__`` hands it to its transforms.
-    """
-    img, target = dataset.__sample__(index)
-    if isinstance(img, np.ndarray):
-        img = Image.fromarray(img)
-    return img, target
-
-
-def read_image(dataset, index):
-    """Image ``index`` of a USB dataset, untransformed (as its ``__getitem__`` sees it)."""
-    return read_sample(dataset, index)[0]
 
 
 class IndexedImages(Dataset):
@@ -138,49 +121,3 @@ class SyntheticAUROCHook(Hook):
         scores = score_unlabeled(algorithm, self.indices).numpy()
         algorithm.log_dict.update(auroc_by_source("eval/synthetic_auroc", self.flags, scores, self.source,
                                                   self.source_names))
-
-
-class ExtraStateMixin:
-    """Mix into an AlgorithmBase subclass to save and restore its own state beside USB's checkpoint.
-
-    Define ``extra_state()`` (``{checkpoint key: value}``) and
-    ``load_extra_state(checkpoint)``; a missing key or a mismatch raises
-    KeyError/ValueError, which the train command reports as a checkpoint that
-    does not fit the config.
-    """
-
-    def extra_state(self):
-        return {}
-
-    def load_extra_state(self, checkpoint):
-        pass
-
-    def get_save_dict(self):
-        save_dict = super().get_save_dict()
-        save_dict.update(self.extra_state())
-        return save_dict
-
-    def load_model(self, load_path):
-        checkpoint = super().load_model(load_path)
-        self.load_extra_state(checkpoint)
-        return checkpoint
-
-
-class CPUInputsMixin:
-    """Mix into an AlgorithmBase subclass to keep the train-step inputs named in ``cpu_inputs`` on the CPU.
-
-    USB's ``process_batch`` sends every input to the GPU. Sample indices that
-    only index CPU bookkeeping (a selection mask, a queue, held-out positions)
-    would then have to come back with a device-to-host copy, which waits for
-    the GPU's queued work each step; these stay as the loader gave them.
-    """
-
-    cpu_inputs = ()
-
-    def process_batch(self, input_args=None, **kwargs):
-        kept = {name: kwargs.pop(name) for name in self.cpu_inputs if kwargs.get(name) is not None}
-        batch = super().process_batch(input_args, **kwargs)
-        if input_args is None:
-            input_args = signature(self.train_step).parameters
-        batch.update({name: value for name, value in kept.items() if name in input_args})
-        return batch

@@ -14,20 +14,17 @@ ALGORITHM_DIR = "semilearn/algorithms/rsmatch"
 MODULES: Dict[str, str] = {
     "rsmatch_usb.algorithms.rsmatch": "__init__.py",
     "rsmatch_usb.algorithms.rsmatch.rsmatch": "rsmatch.py",
-    "rsmatch_usb.algorithms.rsmatch.csqueue": "csqueue.py",
-    "rsmatch_usb.algorithms.rsmatch.detector": "detector.py",
+    "rsmatch_usb.algorithms.rsmatch.config": "config.py",
+    "rsmatch_usb.algorithms.rsmatch.router": "router.py",
+    "rsmatch_usb.algorithms.rsmatch.trainer": "trainer.py",
     "rsmatch_usb.algorithms.rsmatch.draws": "draws.py",
+    "rsmatch_usb.algorithms.rsmatch.detector": "detector.py",
+    "rsmatch_usb.algorithms.rsmatch.detector_inputs": "detector_inputs.py",
+    "rsmatch_usb.algorithms.rsmatch.csqueue": "csqueue.py",
     "rsmatch_usb.algorithms.rsmatch.hooks": "hooks.py",
-    "rsmatch_usb.algorithms.rsmatch.images": "images.py",
     "rsmatch_usb.heads": "heads.py",
     # USB keeps an algorithm's helpers in its folder's utils.py.
-    "rsmatch_usb.algorithms.common": "utils.py",
-    # Plugin-only diagnostics that today's rsmatch.py and hooks.py still import (the ground-truth
-    # evaluation and oracle routing, the DDP fingerprint line); a maintainer would not merge them.
-    "rsmatch_usb.origin": "origin.py",
-    "rsmatch_usb.fingerprints": "fingerprints.py",
-    # The queue-draw worker dies with its training (the parent-death signal).
-    "data_tools.processes": "processes.py",
+    "rsmatch_usb.algorithms.utils": "utils.py",
 }
 
 # Plugin names the export replaces with Python's own: (module, name) -> replacement. USB reports
@@ -42,7 +39,5 @@ HEADER = "# Copyright (c) Microsoft Corporation.\n# Licensed under the MIT Licen
 
 # RSMatch keys the exported classic-CV configs set. A config lists USB's FixMatch keys, plus these
 # where they differ from RSMatch's defaults: none do today, so USB's configs train RSMatch at them.
+# Diagnostic keys (RSMatchConfig's fields marked ``diagnostic``) may not be listed.
 CONFIG_SETTINGS: Dict[str, Any] = {}
-
-# Keys for analysis, not for training; never written into an exported config.
-DIAGNOSTIC_KEYS = ("detector_oracle", "detector_eval_samples", "queue_workers")

@@ -100,10 +100,10 @@ def own_settings(settings, defaults, diagnostic=()):
     """
     own = []
     for key, value in settings.items():
-        if key not in defaults:
-            raise ValueError(f"config setting {key!r} is not an argument of RSMatch")
         if key in diagnostic:
             raise ValueError(f"config setting {key!r} is a diagnostic key; exported configs leave it out")
+        if key not in defaults:
+            raise ValueError(f"config setting {key!r} is not an argument of RSMatch")
         if value != defaults[key]:
             own.append((key, yaml_scalar(value)))
     return own

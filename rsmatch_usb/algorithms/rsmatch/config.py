@@ -12,6 +12,9 @@ which the train command's table of numeric keys
 :func:`ranges`. Upper bounds are sanity limits, as in that table: far above
 any setting that makes sense, below what exhausts memory (``queue_size``)
 or turns the model to NaN within a few steps (learning rates, loss weights).
+Keys marked ``metadata["diagnostic"]`` are for analysis, not training
+(:func:`diagnostic_keys`): RSMatch's own argument list leaves them out and a
+run without them keeps their defaults; exported configs never set them.
 
 Standard library only: the config generator loads this file without torch.
 """
@@ -24,8 +27,9 @@ INF = math.inf
 
 
 def _setting(default: Any, help_text: str, bounds: Optional[Tuple[float, float]] = None,
-             open_ends: Tuple[str, ...] = (), choices: Optional[Tuple[str, ...]] = None) -> Any:
-    metadata = {"help": help_text}
+             open_ends: Tuple[str, ...] = (), choices: Optional[Tuple[str, ...]] = None,
+             diagnostic: bool = False) -> Any:
+    metadata = {"help": help_text, "diagnostic": diagnostic}
     if bounds is not None:
         metadata["range"] = bounds
         metadata["open"] = open_ends
@@ -76,7 +80,7 @@ class RSMatchConfig:
         bounds=(0, 1_000_000))
     detector_oracle: bool = _setting(
         False, "diagnostic, not SSL: route by the unlabeled set's ground-truth synthetic flags from the first "
-               "step (the detector still trains and is evaluated); the dummy head's ceiling")
+               "step (the detector still trains and is evaluated); the dummy head's ceiling", diagnostic=True)
     detector_ema_warmup: bool = _setting(
         True, "EMA momentum min(detector_ema_m, 1 - 1/(t+1)) at detector step t: early scores follow the detector")
     pu_mass: float = _setting(
@@ -97,17 +101,21 @@ class RSMatchConfig:
         1.0, "share of the class sub-queues that must hold queue_min_fill images to end the bootstrap",
         bounds=(0, 1), open_ends=("lo",))
     queue_workers: int = _setting(
-        1, "processes reading the next step's queue images ahead (0: read on the training thread)", bounds=(0, 64))
+        1, "processes reading the next step's queue images ahead (0: read on the training thread)", bounds=(0, 64),
+        diagnostic=True)
     # analysis
     detector_eval_samples: int = _setting(4000, "unlabeled images scored at each evaluation (0: all)",
-                                          bounds=(0, 10 ** 9))
+                                          bounds=(0, 10 ** 9), diagnostic=True)
 
     @classmethod
     def from_args(cls, args: Any) -> "RSMatchConfig":
-        """The settings of a run's ``args`` (an argparse namespace); the choice keys lower-cased, as USB's are."""
+        """The settings of a run's ``args`` (an argparse namespace); the choice keys lower-cased, as USB's are.
+
+        A diagnostic key ``args`` lacks keeps its default (the algorithm does not take it as an argument).
+        """
         values = {}
         for f in dataclasses.fields(cls):
-            value = getattr(args, f.name)
+            value = getattr(args, f.name, f.default) if f.metadata["diagnostic"] else getattr(args, f.name)
             values[f.name] = str(value).lower() if "choices" in f.metadata else value
         return cls(**values)
 
@@ -147,6 +155,11 @@ def ranges() -> Dict[str, Tuple[float, float, Tuple[str, ...]]]:
     """``{key: (lo, hi, open ends)}`` of every numeric setting, for a central range table."""
     return {f.name: (*f.metadata["range"], f.metadata["open"])
             for f in dataclasses.fields(RSMatchConfig) if "range" in f.metadata}
+
+
+def diagnostic_keys() -> Tuple[str, ...]:
+    """The keys for analysis, not for training (``diagnostic`` in their metadata): never in an exported config."""
+    return tuple(f.name for f in dataclasses.fields(RSMatchConfig) if f.metadata["diagnostic"])
 
 
 def defaults() -> Dict[str, Any]:

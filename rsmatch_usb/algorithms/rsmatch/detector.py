@@ -22,7 +22,6 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from .config import RSMatchConfig
 from .detector_inputs import make_input
@@ -122,7 +121,7 @@ class Detector:
                  ema_m=_DEFAULTS.detector_ema_m, seed=0, in_chans=3, ema_warmup=_DEFAULTS.detector_ema_warmup,
                  input: str = "rgb"):
         with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)  # CPU only, as images.private_rng
+            torch.default_generator.manual_seed(seed)  # CPU only, as utils.private_rng
             self.net = DetectorNet(width, in_chans, input)
         self.ema = copy.deepcopy(self.net).requires_grad_(False).eval()
         self.ema_m = ema_m
@@ -254,24 +253,3 @@ class Detector:
         self.ema.load_state_dict(state["detector_ema"])
         # torch puts each parameter's optimizer state on that parameter's device.
         self.optimizer.load_state_dict(state["detector_optimizer"])
-
-    def tensors(self):
-        """Every tensor that must agree across DDP ranks (for a fingerprint)."""
-        return list(self.net.parameters()) + [v for v in self.ema.state_dict().values() if torch.is_tensor(v)]
-
-
-def count_params(module):
-    return sum(p.numel() for p in module.parameters())
-
-
-@torch.no_grad()
-def count_flops(module, example):
-    """FLOPs of one forward pass on ``example`` (eval mode, so BatchNorm statistics are untouched)."""
-    was_training = module.training
-    module.eval()
-    try:
-        with FlopCounterMode(display=False) as counter:
-            module(example)
-    finally:
-        module.train(was_training)
-    return counter.get_total_flops()

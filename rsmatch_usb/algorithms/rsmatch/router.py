@@ -8,7 +8,7 @@ PyTorch, like :class:`~.csqueue.CSQueue` and :class:`~.detector.Detector`:
 usable and tested without semilearn.
 """
 import math
-from typing import Iterable, Optional, Tuple
+from typing import Iterable, Tuple
 
 import torch
 import torch.distributed as dist
@@ -31,8 +31,6 @@ class Router:
         queue_min_score: the lowest score that admits a sample into the queue.
         queue_min_fill, queue_gate_share: the gate opens once ``queue_gate_share`` of the
             class sub-queues hold ``queue_min_fill`` images each.
-        oracle: ground-truth synthetic flags of the unlabeled set (a diagnostic): route by
-            them from the first step instead of by the scores.
     """
 
     def __init__(self, queue: CSQueue, calib_index: torch.Tensor,
@@ -40,8 +38,7 @@ class Router:
                  calib_quantile: float = _DEFAULTS.detector_calib_quantile,
                  queue_min_score: float = _DEFAULTS.queue_min_score,
                  queue_min_fill: int = _DEFAULTS.queue_min_fill,
-                 queue_gate_share: float = _DEFAULTS.queue_gate_share,
-                 oracle: Optional[torch.Tensor] = None):
+                 queue_gate_share: float = _DEFAULTS.queue_gate_share):
         self.queue = queue
         self.calib_index = calib_index
         self.calib_scores = torch.full((len(calib_index),), float("nan"))
@@ -50,7 +47,6 @@ class Router:
         self.queue_min_score = queue_min_score
         self.queue_min_fill = queue_min_fill
         self.queue_gate_share = queue_gate_share
-        self.oracle = oracle
         # False while the detector is bootstrapped; set once, when the gate opens.
         self.trusted = False
 
@@ -110,12 +106,10 @@ class Router:
     def route(self, scores: torch.Tensor, idx_ulb: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(judged, routed)``: 1.0 per sample judged synthetic by its score, and per sample routed as synthetic.
 
-        Routed are the judged ones once the detector is trusted (none before),
-        or, under the oracle, the truly synthetic ones from the first step.
+        Routed are the judged ones once the detector is trusted, none before.
+        ``idx_ulb`` (the samples' dataset indices) is for subclasses that route by index.
         """
         judged = (scores >= self.routing_threshold).float()
-        if self.oracle is not None:
-            return judged, self.oracle[idx_ulb.cpu()].to(judged)
         return judged, judged if self.trusted else torch.zeros_like(judged)
 
     # ------------------------------------------------------------------ queue and trust gate

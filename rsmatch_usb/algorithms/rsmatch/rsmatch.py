@@ -26,18 +26,15 @@ from semilearn.core.utils import ALGORITHMS
 
 from rsmatch_usb.errors import UserError
 from rsmatch_usb.heads import ExtraHeadsMixin
-from rsmatch_usb.origin import unlabeled_origin
 
-from ..common import CPUInputsMixin, ExtraStateMixin
+from ..utils import CPUInputsMixin, ExtraStateMixin
 from .config import RSMatchConfig
 from .csqueue import CSQueue
-from .detector import Detector, count_flops, count_params
+from .detector import Detector
 from .draws import QueueDraws
-from .hooks import (DetectorEvalHook, DetectorPlacementHook, RecordingPseudoLabelingHook, RoutedMaskingHook,
-                    replace_hook)
+from .hooks import DetectorPlacementHook, RecordingPseudoLabelingHook, RoutedMaskingHook, replace_hook
 from .router import Router
 from .trainer import DetectorTrainer
-from .images import view_settings
 
 # Offsets from args.seed for RSMatch's private RNG streams (the mixin's heads use +7919).
 _DETECTOR_SEED_OFFSET = 15485863
@@ -68,6 +65,8 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
     cpu_inputs = ("idx_ulb", "idx_lb")
     # Whether the base's train step takes idx_ulb (FlexMatch's per-sample thresholds do).
     base_takes_idx_ulb = False
+    # The routing policy (a subclass may route otherwise).
+    router_class = Router
 
     def __init__(self, args, net_builder, tb_log=None, logger=None):
         super().__init__(args, net_builder, tb_log, logger)
@@ -75,31 +74,21 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
 
     def init_rs(self, cfg: RSMatchConfig) -> None:
         self.rs = checked(cfg)
-        oracle = None
-        if cfg.detector_oracle:  # diagnostic: route by the ground truth (the dummy head's ceiling)
-            origin = unlabeled_origin(self)
-            if origin is None:
-                raise UserError("detector_oracle: the unlabeled set has no is_synthetic flags; use RS-SSL data "
-                                "(synthetic_source / synthetic_ratio) or set detector_oracle: False")
-            if not cfg.use_detector:
-                raise UserError("detector_oracle: routes in place of the detector; it needs use_detector: True")
-            oracle = torch.from_numpy(origin[0])
         self.csqueue = CSQueue(self.num_classes, cfg.queue_size, cfg.queue_push_classes, cfg.queue_push_per_class)
         # Labeled images held out of the detector's training; their latest scores calibrate it.
         calib_index = Router.hold_out(self.dataset_dict["train_lb"].targets, cfg.detector_calib_per_class,
                                       self.num_classes)
-        self.router = Router(self.csqueue, calib_index, cfg.detector_threshold, cfg.detector_calib_quantile,
-                             cfg.queue_min_score, cfg.queue_min_fill, cfg.queue_gate_share, oracle)
+        self.router = self.router_class(self.csqueue, calib_index, cfg.detector_threshold,
+                                        cfg.detector_calib_quantile, cfg.queue_min_score, cfg.queue_min_fill,
+                                        cfg.queue_gate_share)
         self.detector = None
         if cfg.use_detector:
             self.detector = Detector(cfg.detector_width, cfg.detector_lr, cfg.detector_wd, cfg.detector_ema_m,
                                      seed=self.args.seed + _DETECTOR_SEED_OFFSET, ema_warmup=cfg.detector_ema_warmup,
                                      input=cfg.detector_input)
-            self.print_fn(detector_cost(self.detector, self.model, self.args.img_size))
         # Queue draws and their augmentations use a private stream, so the global RNG (data order,
-        # augmentation) advances exactly as in the base; images are read in worker processes, one step ahead.
-        self.trainer = DetectorTrainer(self.detector, self.csqueue,
-                                       QueueDraws(self.dataset_dict["train_ulb"], cfg.queue_workers),
+        # augmentation) advances exactly as in the base.
+        self.trainer = DetectorTrainer(self.detector, self.csqueue, QueueDraws(self.dataset_dict["train_ulb"]),
                                        self.args.batch_size, self.args.seed + _QUEUE_SEED_OFFSET, cfg.use_queue,
                                        cfg.pu_mass, cfg.pu_pos_weight, cfg.detector_ulb_real)
 
@@ -112,8 +101,6 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
         replace_hook(self, "MaskingHook", RoutedMaskingHook(self.hooks_dict["MaskingHook"]))
         replace_hook(self, "PseudoLabelingHook", RecordingPseudoLabelingHook())
         self.register_hook(DetectorPlacementHook(), "DetectorPlacementHook", "VERY_HIGH")
-        # NORMAL: after EvaluationHook (HIGH), before LoggingHook (LOWEST).
-        self.register_hook(DetectorEvalHook(), "DetectorEvalHook", "NORMAL")
 
     # ------------------------------------------------------------------ train step
     def train_step(self, x_lb, y_lb, idx_ulb, x_ulb_w, x_ulb_s, idx_lb=None):
@@ -199,11 +186,7 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
     def extra_state(self):
         state = dict(self.detector.state_dict()) if self.detector is not None else {}
         state["csqueue"] = self.csqueue.state_dict()
-        state["rsmatch_state"] = {
-            **self.router.state_dict(), **self.trainer.state_dict(),
-            # For rsmatch-detect only (never loaded): the threshold, and how images are viewed.
-            "scoring": {"routing_threshold": torch.tensor(float(self.router.routing_threshold)),
-                        "eval_view": view_settings(self.dataset_dict["eval"].transform)}}
+        state["rsmatch_state"] = {**self.router.state_dict(), **self.trainer.state_dict()}
         return state
 
     def load_extra_state(self, checkpoint):
@@ -221,29 +204,23 @@ class RSMixin(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin):
         return _merge_arguments(rs_arguments(), super().get_argument())
 
 
-def detector_cost(detector: Detector, model: nn.Module, img_size: int) -> str:
-    """The log line of the detector's parameters and FLOPs per image next to the classifier's."""
-    example = torch.zeros(1, 3, img_size, img_size)
-    with torch.random.fork_rng(devices=[]):
-        det_flops, cls_flops = count_flops(detector.net, example), count_flops(model, example)
-    det_params, cls_params = count_params(detector.net), count_params(model)
-    return (f"RSMatch detector: {det_params:,} parameters ({det_params / cls_params:.1%} of the classifier's "
-            f"{cls_params:,}); {det_flops:,} FLOPs per {img_size}px image ({det_flops / max(cls_flops, 1):.1%} "
-            f"of the classifier's {cls_flops:,})")
-
-
 def checked(cfg: RSMatchConfig) -> RSMatchConfig:
-    """``cfg``, or a UserError naming its first setting out of range."""
+    """``cfg``, or an error naming its first setting out of range."""
     problems = cfg.problems()
     if problems:
         raise UserError(problems[0])
     return cfg
 
 
-def rs_arguments():
-    """The arguments RSMatch adds to its base algorithm's: :class:`RSMatchConfig`'s fields, in its order."""
+def rs_arguments(diagnostic: bool = False) -> list:
+    """The arguments RSMatch adds to its base algorithm's: :class:`RSMatchConfig`'s fields, in its order.
+
+    The diagnostic keys only with ``diagnostic``.
+    """
     arguments = []
     for f in dataclasses.fields(RSMatchConfig):
+        if f.metadata["diagnostic"] and not diagnostic:
+            continue
         help_text = f.metadata["help"]
         if "choices" in f.metadata:
             help_text += ": " + ", ".join(f.metadata["choices"])
@@ -289,15 +266,18 @@ class RSMatch:
     """``algorithm: rsmatch``: builds the RS variant of ``base_algorithm`` (default fixmatch).
 
     USB's registry calls this with the run's args; the object returned is an
-    instance of :class:`RSFixMatch`, :class:`RSFlexMatch`, :class:`RSFreeMatch`
-    or :class:`RSSoftMatch`. Its arguments are RSMatch's and every supported base's.
+    instance of one of :attr:`variants` (:class:`RSFixMatch`, :class:`RSFlexMatch`,
+    :class:`RSFreeMatch`, :class:`RSSoftMatch`). Its arguments are RSMatch's and
+    every supported base's.
     """
+
+    variants = RS_VARIANTS
 
     def __new__(cls, args, net_builder, tb_log=None, logger=None):
         # Checked here too, before the base builds its model and data.
         cfg = checked(RSMatchConfig.from_args(args))
-        return RS_VARIANTS[cfg.base_algorithm](args, net_builder, tb_log, logger)
+        return cls.variants[cfg.base_algorithm](args, net_builder, tb_log, logger)
 
-    @staticmethod
-    def get_argument():
-        return _merge_arguments(rs_arguments(), *(variant.get_argument() for variant in RS_VARIANTS.values()))
+    @classmethod
+    def get_argument(cls):
+        return _merge_arguments(*(variant.get_argument() for variant in cls.variants.values()))

@@ -3,8 +3,8 @@
 Known-real examples are the labeled images (less the held-out calibration
 images). Until the detector is trusted they are set against the whole
 unlabeled batch, "possibly synthetic" and weighted down (a PU bootstrap);
-once trusted, against a class-balanced draw from the CSQueue, read and
-transformed one step ahead by :class:`~.draws.QueueDraws`. Plain PyTorch
+once trusted, against a class-balanced draw from the CSQueue, requested
+one step ahead and read by :class:`~.draws.QueueDraws`. Plain PyTorch
 beside :class:`~.detector.Detector` and :class:`~.csqueue.CSQueue`: usable
 and tested without semilearn.
 """
@@ -31,7 +31,7 @@ class DetectorTrainer:
         detector: the Detector trained (None: RSMatch without a detector; only the
             queue draws' state is kept, so that every checkpoint has the same entries).
         queue: the CSQueue the synthetic examples are drawn from once trusted.
-        draws: reads the drawn queue images (a worker process, one step ahead).
+        draws: holds the requested draw and reads its images (:class:`~.draws.QueueDraws`).
         batch_size: queue images per step (per rank).
         seed: seeds the private generator of the queue draws and their augmentations,
             so the global RNG advances as without RSMatch.
@@ -99,8 +99,8 @@ class DetectorTrainer:
         """This step's ``n`` queue images: the draw requested at the end of the previous step.
 
         The first trusted step has none yet and draws now. Draws are therefore
-        made from the queue as it stood one step earlier, which lets a worker
-        read and transform them while this step's passes run.
+        made from the queue as it stood one step earlier, so that their images
+        can be read ahead, while this step's passes run.
         """
         if not self.draws.has_request():
             self.request(n)
@@ -118,10 +118,6 @@ class DetectorTrainer:
         index, _ = self.queue.sample(n * world, generator=self.generator)
         seed = int(torch.randint(2 ** 62, (1,), generator=self.generator))
         self.draws.request(index[rank * n:(rank + 1) * n], seed)
-
-    def close(self) -> None:
-        """Stop the draws' worker processes."""
-        self.draws.close()
 
     def state_dict(self) -> dict:
         """Checkpoint entries (in ``rsmatch_state``): ``queue_generator``, ``queue_draw`` (the pending draw)."""
