@@ -66,7 +66,8 @@ NUMERIC_KEYS: Mapping[str, NumberRange] = {
     "ema_m": _probability(),
     "ulb_loss_ratio": NumberRange(float, 0.0, 1e4),
     "lr": NumberRange(float, 0.0, 10.0),
-    "momentum": NumberRange(float, 0.0, 1.0, high_open=True),
+    # USB's SGD is Nesterov's, which torch refuses without momentum.
+    "momentum": NumberRange(float, 0.0, 1.0, low_open=True, high_open=True),
     "weight_decay": NumberRange(float, 0.0, 1.0),
     "layer_decay": NumberRange(float, 0.0, 1.0, low_open=True),
     "clip_grad": NumberRange(float, 0.0, 1e6),
