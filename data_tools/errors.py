@@ -2,8 +2,8 @@
 
 It sits at the bottom of the layers and imports nothing of the project, so a
 data reader can raise it without loading semilearn or the plugin's algorithms;
-:mod:`rsmatch_usb.errors` re-exports it. The tools' own bad-input errors
-(``SynthesisError``, the ``InputError`` of ``benchmark_configs``) derive from it.
+:mod:`rsmatch_usb.errors` re-exports it. :class:`InputError`, the tools' error
+for a bad flag, derives from it.
 """
 import os
 import reprlib
@@ -29,6 +29,15 @@ class UserError(Exception):
         if "\nOriginal Traceback" in text:
             return text.rstrip().splitlines()[-1].split("UserError: ", 1)[-1]
         return text
+
+
+class InputError(UserError):
+    """Bad command-line input to a tool (a flag's value, a file it names): one error line, exit code 2.
+
+    The one error type of the tools (``rsmatch-synthesize``, the benchmark
+    runner, report, overhead and GPU self-check); a :class:`UserError`, so
+    every command's ``except UserError`` reports it alike.
+    """
 
 
 _SHOWN = reprlib.Repr()

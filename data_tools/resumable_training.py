@@ -14,13 +14,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write
-
-
-def save_atomic(obj, path: Path) -> None:
-    """``torch.save`` through :func:`~data_tools.atomic.atomic_write`: a killed run never leaves half a checkpoint."""
-    with atomic_write(path, "wb", unique=False) as f:
-        torch.save(obj, f)
+from .atomic import torch_save
 
 
 class LossLog:
@@ -84,6 +78,6 @@ class ResumableBatches:
             # The caller's step has finished when the loop asks for the next batch.
             if self.checkpoint is not None and (
                     (step + 1) % self.checkpoint_every == 0 or step + 1 == self.train_steps):
-                save_atomic({**{k: obj.state_dict() for k, obj in self.stateful.items()},
+                torch_save({**{k: obj.state_dict() for k, obj in self.stateful.items()},
                              "gen": self.gen.get_state(), "order": self.order, "pos": self.pos,
                              "step": step + 1}, self.checkpoint)

@@ -1,16 +1,16 @@
 """Reading and writing checkpoint files safely: no code run on load, no torn file on a crash.
 
 Every checkpoint this tool reads comes through :func:`load` (``weights_only=True``:
-tensors and plain containers only, so a crafted file cannot run code), and
-every checkpoint USB's algorithms write goes through :func:`save` (installed
-over ``AlgorithmBase.save_model`` by :mod:`rsmatch_usb.runtime`), which
-replaces the file only once the new one is completely on disk.
+tensors and plain containers only, so a crafted file cannot run code). Every
+checkpoint USB's algorithms write goes through
+:func:`data_tools.atomic.torch_save` (installed over
+``AlgorithmBase.save_model`` by :mod:`rsmatch_usb.runtime`), which replaces the
+file only once the new one is completely on disk.
 """
 import pickle
 import re
 
 import torch
-from data_tools.atomic import atomic_write
 
 
 class CheckpointError(Exception):
@@ -43,15 +43,3 @@ def iterations(path):
         raise CheckpointError("not a USB training checkpoint (no 'model'/'it' entries)")
     return int(ckpt["it"])
 
-
-def save(obj, path):
-    """``torch.save(obj, path)`` atomically: a crash or full disk leaves the previous file intact.
-
-    Through :func:`data_tools.atomic.atomic_write`: the data goes to
-    ``<path>.tmp`` in the same folder, is fsynced, and only then replaces
-    ``path``. One writer per run folder is assumed (the train command locks
-    it), so the fixed temporary name suffices and a killed save's leftover is
-    simply overwritten by the next save.
-    """
-    with atomic_write(path, "wb", unique=False) as f:
-        torch.save(obj, f)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from data_tools.devices import resolve_device
 from data_tools.errors import command_name
 from data_tools.imageset import ImageSet
 from data_tools.run_folder import CHECKPOINTS
@@ -331,9 +332,7 @@ def run(args) -> int:
         raise UserError(f"--batch-size {args.batch_size} must be >= 1")
     if args.img_size is not None and args.img_size < 1:
         raise UserError(f"--img-size {args.img_size} must be >= 1")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible; use --device cpu")
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
+    device = resolve_device(args.device, setting="--device")
     check_outputs(args)
     detector = load_run_detector(args.run, {"dataset": args.dataset, "img_size": args.img_size,
                                             "crop_ratio": args.crop_ratio})

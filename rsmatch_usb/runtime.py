@@ -13,6 +13,9 @@ import time
 
 import torch
 
+# The train command resolves its device key here (one resolver for every command).
+from data_tools.devices import resolve_device  # noqa: F401
+
 _ORIGINALS = {}
 _ORIGINAL_ITEMS = {}  # id(mapping): (mapping, {key: original value})
 
@@ -87,16 +90,17 @@ def _after_run_recording_completed_iterations(original):
 
 
 def _save_model_atomically(self, save_name, save_path):
-    """AlgorithmBase.save_model, writing through :func:`rsmatch_usb.checkpoint.save`.
+    """AlgorithmBase.save_model, writing through :func:`data_tools.atomic.torch_save`.
 
     A failed write (a full disk) raises its OSError with the previous checkpoint
-    intact; the train command reports it as one error line.
+    intact; the train command reports it as one error line. One writer per run
+    folder (the train command locks it), so the fixed temporary name suffices.
     """
-    from . import checkpoint
+    from data_tools.atomic import torch_save
 
     path = os.path.join(save_path, save_name)
     os.makedirs(save_path, exist_ok=True)
-    checkpoint.save(self.get_save_dict(), path)
+    torch_save(self.get_save_dict(), path)
     self.print_fn(f"model saved: {path}")
 
 
@@ -139,31 +143,6 @@ def _patch(owner, name, value):
     if key not in _ORIGINALS:
         _ORIGINALS[key] = getattr(owner, name)
     setattr(owner, name, value)
-
-
-def resolve_device(requested, gpu_request=()):
-    """Map the ``device`` config key (auto, cpu, cuda) to a torch device type.
-
-    ``gpu_request``: the config's keys that ask for a GPU (e.g. ``gpu: 0``).
-    Under ``auto`` they make a GPU a requirement: a job without a GPU (or with
-    a driver too old for torch) stops with one error line instead of quietly
-    training on the CPU.
-    """
-    from .errors import UserError
-
-    requested = str(requested or "auto").lower()
-    if requested not in ("auto", "cpu", "cuda"):
-        raise UserError(f"device: {requested!r} is not one of auto, cpu, cuda; fix the 'device' key")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise UserError("device: cuda was requested but no CUDA GPU is visible to torch; "
-                        "set 'device: cpu' (or 'auto') or run on a machine with a GPU")
-    if requested == "auto" and gpu_request and not torch.cuda.is_available():
-        raise UserError(f"device: auto found no CUDA GPU visible to torch, but the config asks for one "
-                        f"({', '.join(gpu_request)}); run where torch sees a GPU, or set 'device: cpu' "
-                        "to train on the CPU")
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
 
 
 def _restore(owner, name):
