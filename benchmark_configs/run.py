@@ -70,7 +70,7 @@ from data_tools import processes, run_folder
 from data_tools.atomic import atomic_write
 from data_tools.config_files import load_yaml
 from data_tools.errors import InputError, UserError, command_name
-from data_tools.numbers import NumberRange, check_number
+from data_tools.number_ranges import NumberRange, check_number
 from data_tools.run_folder import CHECKPOINTS, log_has_result
 
 REPO = os.path.dirname(generate.HERE)

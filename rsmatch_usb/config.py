@@ -15,8 +15,8 @@ import difflib
 import re
 from typing import Mapping
 
-from data_tools import config_files, numbers
-from data_tools.numbers import NumberRange, check_number
+from data_tools import config_files, number_ranges
+from data_tools.number_ranges import NumberRange, check_number
 from semilearn.algorithms.utils import str2bool
 
 from .errors import UserError
@@ -110,7 +110,7 @@ def check_numbers(args: argparse.Namespace, table: Mapping[str, NumberRange] = N
     valid range. ``table`` may be any mapping of key to :class:`NumberRange`
     (an algorithm's own rows, for instance).
     """
-    return numbers.check_numbers(args, table)
+    return number_ranges.check_numbers(args, table)
 
 
 def load_yaml(path):

@@ -13,9 +13,6 @@ import time
 
 import torch
 
-# The train command resolves its device key here (one resolver for every command).
-from data_tools.devices import resolve_device  # noqa: F401
-
 _ORIGINALS = {}
 _ORIGINAL_ITEMS = {}  # id(mapping): (mapping, {key: original value})
 
@@ -143,6 +140,17 @@ def _patch(owner, name, value):
     if key not in _ORIGINALS:
         _ORIGINALS[key] = getattr(owner, name)
     setattr(owner, name, value)
+
+
+def resolve_device(requested, gpu_request=()):
+    """The train command's ``device`` key: :func:`data_tools.devices.resolve_device`, the one resolver.
+
+    Imported when called: this module imports nothing of the project at load
+    (the USB export's test loads it alone into a USB checkout).
+    """
+    from data_tools.devices import resolve_device as resolve
+
+    return resolve(requested, gpu_request=gpu_request)
 
 
 def _restore(owner, name):

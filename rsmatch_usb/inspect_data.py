@@ -1,10 +1,12 @@
-"""Show what a training config's data holds: ``python -m data_tools.inspect --c config.yaml``.
+"""Show what a training config's data holds: ``rsmatch-inspect --c config.yaml``.
 
 Reads the config exactly as ``rsmatch-train`` does, builds the datasets with
 the same seed and prints, per class, the labeled, real unlabeled, synthetic
 unlabeled (and, with several synthetic sources, per source) and eval image
 counts, and the ratio alpha actually achieved.
 Creates no run folder. Bad input is one ``error:`` line and exit code 2.
+Also ``python -m rsmatch_usb.inspect_data``. A tool above the data layer: it
+reads configs with the plugin's :func:`rsmatch_usb.config.get_config`.
 """
 import random
 import sys
@@ -12,11 +14,13 @@ import sys
 import numpy as np
 import torch
 
-from rsmatch_usb.config import get_config
-from .errors import UserError, command_name, report
-from . import usb
+from data_tools import usb
+from data_tools.errors import command_name
 
-PROG = command_name("rsmatch-inspect", "data_tools.inspect")
+from .config import get_config
+from .errors import UserError, report
+
+PROG = command_name("rsmatch-inspect", "rsmatch_usb.inspect_data")
 
 
 def synthetic_sources(ulb_set):
