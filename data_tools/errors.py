@@ -55,6 +55,12 @@ def shown(value) -> str:
     return _SHOWN.repr(value)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its type's name for an empty one): a library's paragraph cut to a line."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def command_name(script, module):
     """How the user started a command: its console script ``script``, else ``python -m module``."""
     return script if os.path.basename(sys.argv[0]) == script else f"python -m {module}"
