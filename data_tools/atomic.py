@@ -30,7 +30,7 @@ def fsync_folder(folder: PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: PathLike, mode: str = "wb", unique: bool = True, **open_kwargs) -> Iterator[IO]:
+def atomic_write(path: PathLike, mode: str = "wb", unique: bool = True, **open_kwargs: Any) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on a clean exit it is flushed, fsynced and renamed over ``path``.
 
     On an exception (a full disk, a bad value half-way) the temporary file is

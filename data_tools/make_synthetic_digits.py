@@ -22,6 +22,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -43,7 +44,7 @@ DEFAULT_SHEET = _PKG_DIR.parent / "docs" / "synthetic_digits_contact_sheet.png"
 
 
 # --------------------------------------------------------------------- data
-def load_real_digits():
+def load_real_digits() -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Return the project's fixed real split as uint8 8x8 images (0..255).
 
     The split must match the one the benchmark uses, so the generator never
@@ -67,7 +68,8 @@ def upsample(images: np.ndarray, size: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- sampling
-def plan_draws(per_class: int, off_share: float, rng: np.random.Generator):
+def plan_draws(per_class: int, off_share: float, rng: np.random.Generator
+               ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decide, for every image, its filed label, conditioning class and kind.
 
     Per class, ``round(per_class * off_share)`` images are off-class, half
@@ -87,7 +89,8 @@ def plan_draws(per_class: int, off_share: float, rng: np.random.Generator):
     return tuple(np.asarray(v, dtype=np.int64)[perm] for v in (labels, drawn, kind))
 
 
-def sample(model, train_scheduler, drawn_class: np.ndarray, args) -> np.ndarray:
+def sample(model: torch.nn.Module, train_scheduler: Any, drawn_class: np.ndarray,
+           args: argparse.Namespace) -> np.ndarray:
     """DDIM-sample one image per entry of ``drawn_class``; return uint8 (N, S, S)."""
     return sample_diffusion(model, train_scheduler, drawn_class, steps=args.sample_steps, seed=args.seed + 1,
                             batch=args.sample_batch, null_class=NULL_CLASS,
@@ -100,7 +103,9 @@ def _histogram_features(images: np.ndarray, bins: int = 32) -> np.ndarray:
     return np.stack([np.bincount(row // (256 // bins), minlength=bins) for row in flat]) / flat.shape[1]
 
 
-def acceptance(real_train, y_train, real_test, y_test, synth, labels, drawn, kind, seed):
+def acceptance(real_train: np.ndarray, y_train: np.ndarray, real_test: np.ndarray, y_test: np.ndarray,
+               synth: np.ndarray, labels: np.ndarray, drawn: np.ndarray, kind: np.ndarray,
+               seed: int) -> Dict[str, float]:
     """Compute the acceptance figures (see ``main``); all images uint8 (N, S, S)."""
     res = {}
     # (a) Does a classifier of real digits see the intended digit?
@@ -143,7 +148,7 @@ def contact_sheet(path: Path, synth: np.ndarray, labels: np.ndarray, kind: np.nd
 
 
 # ---------------------------------------------------------------------- CLI
-def parse_args(argv=None):
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m data_tools.make_synthetic_digits",
         description="Train a small class-conditional diffusion model on the real digits "
@@ -183,7 +188,7 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     existing = [str(p) for p in (args.out, args.sheet) if p.exists()]
     if existing and not args.overwrite:

@@ -10,6 +10,7 @@ the same arguments continues bit-identically where the last one stopped.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -65,7 +66,7 @@ class ResumableBatches:
             self.order, self.pos, self.done = state["order"], state["pos"], state["step"]
         self.bar = None
 
-    def batches(self, desc: str):
+    def batches(self, desc: str) -> Iterator[torch.Tensor]:
         """Yield the minibatch index tensor of each remaining step (progress bar in ``self.bar``)."""
         self.bar = tqdm(range(self.done, self.train_steps), desc=desc, mininterval=10.0,
                         initial=self.done, total=self.train_steps)
