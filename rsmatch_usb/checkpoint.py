@@ -7,8 +7,11 @@ checkpoint USB's algorithms write goes through
 ``AlgorithmBase.save_model`` by :mod:`rsmatch_usb.runtime`), which replaces the
 file only once the new one is completely on disk.
 """
+from __future__ import annotations
+
 import pickle
 import re
+from typing import Any
 
 import torch
 
@@ -17,7 +20,7 @@ class CheckpointError(Exception):
     """A checkpoint file that cannot be loaded safely; the message is one line naming why."""
 
 
-def load(path):
+def load(path: str) -> Any:
     """``torch.load(path, weights_only=True)`` on CPU; raises :class:`CheckpointError` with a one-line reason."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -36,7 +39,7 @@ def load(path):
         raise CheckpointError(f"unreadable ({type(exc).__name__}: {detail})") from None
 
 
-def iterations(path):
+def iterations(path: str) -> int:
     """Completed iterations recorded in the USB checkpoint at ``path``; raises :class:`CheckpointError`."""
     ckpt = load(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "it" not in ckpt:

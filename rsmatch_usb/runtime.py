@@ -8,8 +8,11 @@ dataset hook, the checkpoint fixes (atomic writes, the final iteration count)
 and a GradScaler that resumes from a CPU checkpoint are installed, so USB's GPU
 path (single GPU, DDP with NCCL) is otherwise USB's own.
 """
+from __future__ import annotations
+
 import os
 import time
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -23,16 +26,16 @@ class WallClockEvent:
     def __init__(self, enable_timing=True, **kwargs):
         self._t = None
 
-    def record(self, stream=None):
+    def record(self, stream: Any = None) -> None:
         self._t = time.perf_counter()
 
-    def synchronize(self):
+    def synchronize(self) -> None:
         pass
 
-    def query(self):
+    def query(self) -> bool:
         return True
 
-    def elapsed_time(self, end):
+    def elapsed_time(self, end: WallClockEvent) -> float:
         """Milliseconds from this event to ``end``, as CUDA events report."""
         if self._t is None or end._t is None:
             return 0.0
@@ -52,7 +55,7 @@ class ResumableGradScaler(torch.amp.GradScaler):
     yet": the scaler keeps its fresh initial scale.
     """
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict) -> None:
         if not state_dict:
             return
         super().load_state_dict(state_dict)
@@ -142,7 +145,7 @@ def _patch(owner, name, value):
     setattr(owner, name, value)
 
 
-def resolve_device(requested, gpu_request=()):
+def resolve_device(requested: Optional[str], gpu_request: Sequence[str] = ()) -> str:
     """The train command's ``device`` key: :func:`data_tools.devices.resolve_device`, the one resolver.
 
     Imported when called: this module imports nothing of the project at load
@@ -163,7 +166,7 @@ def _restore(owner, name):
 _CPU_ONLY = ((torch.Tensor, "cuda"), (torch.cuda, "Event"), (torch.cuda, "synchronize"))
 
 
-def activate(device):
+def activate(device: str) -> None:
     """Install the adaptations for ``device`` ('cpu' or 'cuda'); idempotent.
 
     Switching device in one process (a notebook, a library user) removes the
@@ -207,7 +210,7 @@ def activate(device):
             _restore(owner, name)
 
 
-def activate_cpu():
+def activate_cpu() -> None:
     """Install only the CPU stand-ins for semilearn's CUDA calls; idempotent.
 
     Part of :func:`activate`. It needs nothing else from the plugin, so this
@@ -236,7 +239,7 @@ def _send_model_cpu(args, model, clip_batch=True):
     return model
 
 
-def activate_script_cpu():
+def activate_script_cpu() -> None:
     """What USB's own train.py needs on the CPU beyond :func:`activate_cpu` (``rsmatch-usb-train``); idempotent.
 
     Its main_worker picks the logging process by ``rank % torch.cuda.device_count()``,
@@ -250,12 +253,12 @@ def activate_script_cpu():
     _patch(usb_utils, "send_model_cuda", _send_model_cpu)
 
 
-def patch(owner, name, value):
+def patch(owner: Any, name: str, value: Any) -> None:
     """Replace ``owner.name`` with ``value`` until :func:`deactivate` (a launcher's own hooks into semilearn)."""
     _patch(owner, name, value)
 
 
-def deactivate():
+def deactivate() -> None:
     """Undo :func:`activate` (used by tests that run several configs in one process)."""
     for (owner, name), value in _ORIGINALS.items():
         setattr(owner, name, value)

@@ -29,11 +29,13 @@ def test_auto_is_the_cpu_without_a_gpu_unless_the_config_asks_for_one(no_gpu):
         resolve_device("auto", gpu_request=["gpu: 0"])
 
 
-@pytest.mark.parametrize("setting, fix", [("device", "'device: cpu' (or 'auto')"), ("--device", "--device cpu (or auto)")])
+@pytest.mark.parametrize("setting, fix", [("device", "'device: cpu' (or 'auto')"),
+                                          ("--device", "--device cpu (or auto)")])
 def test_a_missing_gpu_names_the_setting_and_the_fix(no_gpu, setting, fix):
     with pytest.raises(UserError) as exc:
         resolve_device("cuda", setting=setting)
-    assert str(exc.value).startswith(f"{setting}: cuda was requested but no CUDA GPU is visible") and fix in str(exc.value)
+    message = str(exc.value)
+    assert message.startswith(f"{setting}: cuda was requested but no CUDA GPU is visible") and fix in message
 
 
 @pytest.mark.parametrize("value", ["tpu", "mps", "cuda:0", "cuda:", "", "gpu"])

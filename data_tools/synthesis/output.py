@@ -116,7 +116,8 @@ def remove_stale_temps(out_dir: str, folders: Sequence[str]) -> None:
 # ------------------------------------------------------------ an earlier run
 
 def check_out_dir(out_dir: str, overwrite: bool) -> None:
-    """Refuse an ``--out`` that is a file, or (with ``--overwrite``) a folder holding a manifest this tool did not write."""
+    """Refuse an ``--out`` that is a file, or (with ``--overwrite``) a folder holding a manifest this tool
+    did not write."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise InputError(f"--out {out_dir!r} is a file; give a folder (it is created if missing)")
     if (overwrite and os.path.isfile(os.path.join(out_dir, MANIFEST))

@@ -6,6 +6,7 @@ Plain helpers on semilearn's ``AlgorithmBase`` and ``Hook``, so that no
 algorithm imports another's folder.
 """
 from inspect import signature
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from rsmatch_usb.origin import auroc_by_source, unlabeled_origin
 MAX_AUROC_SAMPLES = 1000
 
 
-def forward_all(algorithm, parts):
+def forward_all(algorithm: Any, parts: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
     """Logits and features of the concatenated inputs ``parts``, in one pass when ``use_cat``."""
     if algorithm.use_cat:
         out = algorithm.model(torch.cat(parts))
@@ -30,14 +31,14 @@ def forward_all(algorithm, parts):
     return torch.cat([o["logits"] for o in outs]), torch.cat([o["feat"] for o in outs])
 
 
-def at_eval_on_main_rank(hook, algorithm):
+def at_eval_on_main_rank(hook: Hook, algorithm: Any) -> bool:
     """True at USB's evaluation iterations (every ``num_eval_iter`` and the last), on the main process only."""
     if not (hook.every_n_iters(algorithm, algorithm.num_eval_iter) or hook.is_last_iter(algorithm)):
         return False
     return not (algorithm.distributed and algorithm.rank % algorithm.ngpus_per_node != 0)
 
 
-def read_sample(dataset, index):
+def read_sample(dataset: Any, index: int) -> Tuple[Image.Image, Any]:
     """``(image, target)`` of sample ``index`` of a USB dataset, the image read and decoded but untransformed.
 
     The image is a PIL image, as the dataset's ``__getitem__`` hands it to its transforms.
@@ -48,7 +49,7 @@ def read_sample(dataset, index):
     return img, target
 
 
-def read_image(dataset, index):
+def read_image(dataset: Any, index: int) -> Image.Image:
     """Image ``index`` of a USB dataset, untransformed (as its ``__getitem__`` sees it)."""
     return read_sample(dataset, index)[0]
 
@@ -69,7 +70,7 @@ class IndexedImages(Dataset):
 
 
 @torch.no_grad()
-def score_unlabeled(algorithm, indices):
+def score_unlabeled(algorithm: Any, indices: torch.Tensor) -> torch.Tensor:
     """``algorithm.outlier_score`` of the unlabeled samples ``indices``, a CPU float tensor.
 
     Uses the online backbone and heads in eval mode: the heads have no EMA copy,
@@ -96,7 +97,7 @@ def score_unlabeled(algorithm, indices):
     return torch.cat(scores) if scores else torch.zeros(0)
 
 
-def synthetic_flags(algorithm):
+def synthetic_flags(algorithm: Any) -> Optional[np.ndarray]:
     """Ground-truth synthetic flags of the unlabeled set, or None when the dataset has none."""
     origin = unlabeled_origin(algorithm)
     return None if origin is None else origin[0]
@@ -120,7 +121,7 @@ class SyntheticAUROCHook(Hook):
         self.flags = None
         self.source, self.source_names = None, None
 
-    def before_run(self, algorithm):
+    def before_run(self, algorithm: Any) -> None:
         origin = unlabeled_origin(algorithm)
         if origin is None or origin[0].all() or not origin[0].any():
             return
@@ -132,7 +133,7 @@ class SyntheticAUROCHook(Hook):
             return
         self.indices, self.flags, self.source = indices, subset, source[indices.numpy()]
 
-    def after_train_step(self, algorithm):
+    def after_train_step(self, algorithm: Any) -> None:
         if self.indices is None or not at_eval_on_main_rank(self, algorithm):
             return
         scores = score_unlabeled(algorithm, self.indices).numpy()
@@ -149,18 +150,18 @@ class ExtraStateMixin:
     does not fit the config.
     """
 
-    def extra_state(self):
+    def extra_state(self) -> Dict[str, Any]:
         return {}
 
-    def load_extra_state(self, checkpoint):
+    def load_extra_state(self, checkpoint: Dict[str, Any]) -> None:
         pass
 
-    def get_save_dict(self):
+    def get_save_dict(self) -> Dict[str, Any]:
         save_dict = super().get_save_dict()
         save_dict.update(self.extra_state())
         return save_dict
 
-    def load_model(self, load_path):
+    def load_model(self, load_path: str) -> Dict[str, Any]:
         checkpoint = super().load_model(load_path)
         self.load_extra_state(checkpoint)
         return checkpoint
@@ -177,7 +178,7 @@ class CPUInputsMixin:
 
     cpu_inputs = ()
 
-    def process_batch(self, input_args=None, **kwargs):
+    def process_batch(self, input_args: Optional[Iterable[str]] = None, **kwargs: Any) -> Dict[str, Any]:
         kept = {name: kwargs.pop(name) for name in self.cpu_inputs if kwargs.get(name) is not None}
         batch = super().process_batch(input_args, **kwargs)
         if input_args is None:
