@@ -55,17 +55,41 @@ USB_ALGORITHMS = ("fullysupervised", "supervised", "pimodel", "pseudolabel", "me
                   "remixmatch", "uda", "fixmatch", "dash", "comatch", "crmatch", "flexmatch", "adamatch",
                   "simmatch", "freematch", "softmatch", "defixmatch")
 PLUGIN_ALGORITHMS = ("openmatch", "iomatch", "rsmatch")
-# Benchmark labels that are an algorithm with ablation switches set.
-VARIANTS = {
-    "rsmatch_filter": ("rsmatch", RSMATCH.settings(use_dummy_head=False)),  # samples judged synthetic are discarded
-    "rsmatch_noqueue": ("rsmatch", RSMATCH.settings(use_queue=False)),      # detector trained PU-style throughout
-    # RSMatch on SoftMatch and FreeMatch, with their own keys.
-    "rs_softmatch": ("rsmatch", RSMATCH.settings(base_algorithm="softmatch")),
-    "rs_freematch": ("rsmatch", RSMATCH.settings(base_algorithm="freematch")),
-    # Diagnostics, not SSL methods: routing by the ground truth, the ceiling of the dummy head and of the filter.
-    "rsmatch_oracle": ("rsmatch", RSMATCH.settings(detector_oracle=True)),
-    "rsmatch_filter_oracle": ("rsmatch", RSMATCH.settings(detector_oracle=True, use_dummy_head=False)),
-}
+# How a benchmark label names an RSMatch run: its base (``rsmatch`` on FixMatch, else
+# ``rs_<base>``), then a part for each switch set away from its default, in this order.
+# VARIANTS is built with it and label_of reads configs back with it, so the two agree.
+RS_SWITCH_PARTS = (("use_detector", "nodetector"), ("use_dummy_head", "filter"), ("use_queue", "noqueue"),
+                   ("detector_oracle", "oracle"))
+
+
+def _as_bool(value):
+    """A switch's value as a config may hold it (``False``, ``"false"``, ``0``, ``"yes"``) as a bool."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes", "y", "t")
+    return bool(value)
+
+
+def rsmatch_label(switches):
+    """The benchmark label of RSMatch run with ``switches`` (RSMatch keys; the others at their defaults)."""
+    setting = {**RSMATCH_DEFAULTS, **switches}
+    base = str(setting["base_algorithm"]).lower()
+    parts = ["rsmatch" if base == "fixmatch" else f"rs_{base}"]
+    parts += [part for key, part in RS_SWITCH_PARTS if _as_bool(setting[key]) != RSMATCH_DEFAULTS[key]]
+    return "_".join(parts)
+
+
+# Benchmark labels that are RSMatch with ablation switches set (label: what it is).
+VARIANTS = {rsmatch_label(switches): ("rsmatch", RSMATCH.settings(**switches)) for switches in (
+    dict(use_dummy_head=False),  # rsmatch_filter: samples judged synthetic are discarded
+    dict(use_queue=False),  # rsmatch_noqueue: detector trained PU-style throughout
+    # rs_softmatch, rs_freematch: RSMatch on SoftMatch and FreeMatch, with their own keys.
+    dict(base_algorithm="softmatch"),
+    dict(base_algorithm="freematch"),
+    # Diagnostics, not SSL methods: routing by the ground truth, the ceiling of the dummy head
+    # (rsmatch_oracle) and of the filter (rsmatch_filter_oracle).
+    dict(detector_oracle=True),
+    dict(detector_oracle=True, use_dummy_head=False),
+)}
 # The oracle rows need something to route: they run on contaminated data only (alpha > 0).
 CONTAMINATED_ONLY = ("rsmatch_oracle", "rsmatch_filter_oracle")
 LABELS = USB_ALGORITHMS + ("openmatch", "iomatch", "rsmatch_filter", "rsmatch_noqueue", "rsmatch",
@@ -294,10 +318,8 @@ def save_name(label, dataset, num_labels, alpha, seed):
 def label_of(args):
     """The benchmark label of a run from its config keys (a dict): ``benchmark_label``, else derived.
 
-    Derivation covers configs written by hand: an rsmatch run on another base
-    is ``rs_<base>``, one with an ablation switch off is named after the
-    switch, and ``_oracle`` ends a run routed by the ground truth, as the
-    generator names them.
+    Derivation covers configs written by hand: an rsmatch run is named by
+    :func:`rsmatch_label`, as the generator names its variants.
     """
     label = args.get("benchmark_label")
     if label:
@@ -305,16 +327,7 @@ def label_of(args):
     algorithm = str(args.get("algorithm", "unknown"))
     if algorithm != "rsmatch":
         return algorithm
-    setting = {key: args.get(key, default) for key, default in RSMATCH_DEFAULTS.items()}
-    base = str(setting["base_algorithm"]).lower()
-    off = [name for key, name in (("use_detector", "nodetector"), ("use_dummy_head", "filter"),
-                                  ("use_queue", "noqueue")) if _false(setting[key])]
-    oracle = ["oracle"] if str(setting["detector_oracle"]).strip().lower() in ("true", "1", "yes") else []
-    return "_".join(["rsmatch" if base == "fixmatch" else f"rs_{base}"] + off + oracle)
-
-
-def _false(value):
-    return value is False or str(value).strip().lower() in ("false", "0", "no", "n", "f")
+    return rsmatch_label({key: args[key] for key in RSMATCH_DEFAULTS if key in args})
 
 
 # USB's own ImageNet configs use uratio 1 (at 224 px, 64 + 2 x 448 images per step

@@ -42,14 +42,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, REPO)
 
-from data_tools.errors import UserError, report  # noqa: E402
+from data_tools.errors import InputError, report  # noqa: E402
 
 ALGORITHMS = ("fixmatch", "rsmatch", "openmatch", "iomatch")
 PROG = "gpu_selfcheck"
-
-
-class InputError(UserError):
-    """Bad command-line input: one error line, exit code 2."""
 
 
 # ------------------------------------------------------------------ configs

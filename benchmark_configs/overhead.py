@@ -42,14 +42,10 @@ import time
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_tools.errors import UserError  # noqa: E402
+from data_tools.errors import InputError, UserError  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "embedded", "grid", "fixmatch",
                               "fixmatch_digits_40_alpha0.5_0.yaml")
-
-
-class InputError(UserError):
-    """Bad command-line input: one error line, exit code 2."""
 
 
 def build(config, algorithm, device, extra, save_dir, horizon):
@@ -313,13 +309,13 @@ def main(argv=None):
         from semilearn.core.utils import ALGORITHMS
 
         import rsmatch_usb  # noqa: F401  (registers the plugin's algorithms)
-        from rsmatch_usb import runtime
+        from data_tools.devices import resolve_device
 
         for name in (args.baseline, args.candidate):
             if name not in ALGORITHMS:
                 raise InputError(f"algorithm {name!r} is not registered; known: {', '.join(sorted(ALGORITHMS.keys()))}")
-        device = runtime.resolve_device(args.device)
-    except UserError as exc:  # InputError, or the runtime's for a bad device request
+        device = resolve_device(args.device, setting="--device")
+    except UserError as exc:  # InputError, or a bad device request
         p.exit(2, f"{p.prog}: error: {exc}\n")
     args.device = device
 

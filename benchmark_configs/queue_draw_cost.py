@@ -18,8 +18,7 @@ import time
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "embedded", "grid", "fixmatch",
-                              "fixmatch_digits_40_alpha0.5_0.yaml")
+from benchmark_configs.overhead import DEFAULT_CONFIG  # noqa: E402  (the config the overhead is measured on)
 
 
 def unlabeled_dataset(config, img_size):

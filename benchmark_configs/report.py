@@ -47,7 +47,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from benchmark_configs import generate
 from data_tools import run_metrics
-from data_tools.errors import UserError, command_name
+from data_tools.errors import InputError, UserError, command_name
 
 _STAMP = r"\[(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+\] "
 STAMP_RE = re.compile(_STAMP)
@@ -75,10 +75,6 @@ RESULT_FIELDS = [f for f in CSV_FIELDS if f != "run_dir"] + ["machine", "recorde
 
 DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tiny_imagenet": "Tiny-ImageNet",
                  "imagenet": "ImageNet", "digits": "digits (embedded)", "stl10": "STL-10", "svhn": "SVHN"}
-
-
-class InputError(UserError):
-    """Bad command-line input: one error line, exit code 2."""
 
 
 def _number(text):

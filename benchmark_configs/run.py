@@ -69,17 +69,13 @@ from benchmark_configs import generate, report
 from data_tools import processes, run_folder, run_metrics
 from data_tools.atomic import atomic_write
 from data_tools.config_files import load_yaml
-from data_tools.errors import UserError, command_name
-from data_tools.numbers import NumberRange, check_number
+from data_tools.errors import InputError, UserError, command_name
+from data_tools.number_ranges import NumberRange, check_number
 from data_tools.run_folder import CHECKPOINTS, log_has_result
 
 REPO = os.path.dirname(generate.HERE)
 # A finished run's files kept beside the results file (logs/<save_name>/): the evidence behind its row.
 KEPT_FILES = ("log.txt", run_metrics.FILE_NAME)
-
-
-class InputError(UserError):
-    """Bad command-line input: reported as one error line, exit code 2."""
 
 
 class Stopped(Exception):

@@ -3,14 +3,14 @@
 The one place every tool writes files that way (checkpoints, the runner's
 results file and kept logs, synthesized images and manifests, the generator
 scripts' checkpoints and caches). Like :mod:`data_tools.errors` it imports
-nothing of the project.
+nothing of the project (torch only when :func:`torch_save` runs).
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
-from typing import IO, Iterator, Union
+from typing import IO, Any, Iterator, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -30,7 +30,7 @@ def fsync_folder(folder: PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: PathLike, mode: str = "wb", unique: bool = True, **open_kwargs) -> Iterator[IO]:
+def atomic_write(path: PathLike, mode: str = "wb", unique: bool = True, **open_kwargs: Any) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on a clean exit it is flushed, fsynced and renamed over ``path``.
 
     On an exception (a full disk, a bad value half-way) the temporary file is
@@ -65,3 +65,16 @@ def atomic_write(path: PathLike, mode: str = "wb", unique: bool = True, **open_k
             os.unlink(tmp)
         raise
     fsync_folder(folder)
+
+
+def torch_save(obj: Any, path: PathLike) -> None:
+    """``torch.save(obj, path)`` through :func:`atomic_write`: a crash or full disk leaves the previous file intact.
+
+    For files one process owns (a locked run folder's checkpoints, a generator
+    script's work folder): the fixed ``<path>.tmp`` name suffices, and a killed
+    save's leftover is simply overwritten by the next save.
+    """
+    import torch
+
+    with atomic_write(path, "wb", unique=False) as f:
+        torch.save(obj, f)

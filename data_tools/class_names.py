@@ -6,9 +6,11 @@ third-party package (standard library only).
 
 Label order matters: index ``i`` of a list is label ``i`` of the dataset.
 """
+from __future__ import annotations
 
 import os
 import re
+from typing import List, Optional
 
 __all__ = [
     "CIFAR10",
@@ -74,7 +76,7 @@ _ALIASES = {re.sub(r"[-_\s]", "", name): name for name in KNOWN_LISTS}
 _WNID = re.compile(r"^n\d{8}$")
 
 
-def canonical_name(name):
+def canonical_name(name: str) -> Optional[str]:
     """Return the known list's canonical name for ``name`` or None.
 
     Accepts spelling variants such as ``CIFAR-10`` or ``tiny-imagenet``.
@@ -82,7 +84,7 @@ def canonical_name(name):
     return _ALIASES.get(re.sub(r"[-_\s]", "", str(name).lower()))
 
 
-def read_class_file(path):
+def read_class_file(path: str) -> List[str]:
     """Read class names from a text file, one per line, in label order.
 
     Blank lines and ``#`` comments are ignored. A line may start with a
@@ -104,7 +106,7 @@ def read_class_file(path):
     return names
 
 
-def load_class_names(name_or_path, data_dir=None, prompt_form=False):
+def load_class_names(name_or_path: str, data_dir: Optional[str] = None, prompt_form: bool = False) -> List[str]:
     """Return the class names (label order) of a known dataset or a file.
 
     ``name_or_path`` is one of KNOWN_LISTS (spelling variants accepted) or a

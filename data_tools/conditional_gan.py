@@ -36,7 +36,7 @@ class Generator(nn.Module):
             nn.Tanh())
         self.width = width
 
-    def forward(self, z, c):
+    def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         h = self.fc(torch.cat([z, self.embed(c)], dim=1))
         return self.net(h.view(len(z), 2 * self.width, 7, 7))
 
@@ -53,7 +53,7 @@ class Discriminator(nn.Module):
             nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2, True),
             nn.Flatten(), nn.Linear(2 * width * 7 * 7, 1))
 
-    def forward(self, x, c):
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([x, self.embed(c).view(len(x), 1, 28, 28)], dim=1)).squeeze(1)
 
 

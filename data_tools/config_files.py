@@ -4,7 +4,10 @@ ruamel.yaml's safe, pure-Python loader (semilearn's ``yaml.load`` call is gone
 in ruamel 0.18+). Like :mod:`data_tools.errors` it imports nothing of the
 project, so the runner and the tools read configs without loading semilearn.
 """
+from __future__ import annotations
+
 import os
+from typing import IO, Any, Dict, Optional, Union
 
 from ruamel.yaml import YAML, YAMLError
 
@@ -44,7 +47,7 @@ def _expanded_size(value, sizes, open_ids):
     return total
 
 
-def parse_yaml(text):
+def parse_yaml(text: Union[str, IO[str]]) -> Any:
     """The value a YAML document (a string or a stream) holds; a YAMLTooLargeError for an alias bomb.
 
     The safe loader builds aliases as shared objects, so the document loads
@@ -63,7 +66,7 @@ def parse_yaml(text):
     return value
 
 
-def load_yaml(path, flag=None):
+def load_yaml(path: str, flag: Optional[str] = None) -> Dict[str, Any]:
     """The mapping in the YAML file ``path`` ({} for an empty file); bad input is a UserError.
 
     ``flag`` names the option that gave the path, for the hint when it does not exist.

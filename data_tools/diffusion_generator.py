@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.squeeze(1).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
-def build_unet(image_size: int, channels: tuple[int, ...], layers_per_block: int, num_classes: int = 10):
+def build_unet(image_size: int, channels: tuple[int, ...], layers_per_block: int, num_classes: int = 10) -> Any:
     """A small class-conditional UNet; class ``num_classes`` means "no class" (null)."""
     from diffusers import UNet2DModel
 
@@ -48,7 +49,7 @@ def build_unet(image_size: int, channels: tuple[int, ...], layers_per_block: int
     )
 
 
-def make_train_scheduler():
+def make_train_scheduler() -> Any:
     """The DDPM noise schedule used for training; the samplers reuse its config."""
     from diffusers import DDPMScheduler
 
@@ -56,7 +57,7 @@ def make_train_scheduler():
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
 
 
-def train_diffusion(model, scheduler, images: torch.Tensor, labels: torch.Tensor, *, train_steps: int,
+def train_diffusion(model: Any, scheduler: Any, images: torch.Tensor, labels: torch.Tensor, *, train_steps: int,
                     batch_size: int, lr: float, p_uncond: float, seed: int, null_class: int,
                     checkpoint: Path | None = None, checkpoint_every: int = 250,
                     loss_log: LossLog | None = None, stop_step: int | None = None) -> float:
@@ -109,7 +110,7 @@ def train_diffusion(model, scheduler, images: torch.Tensor, labels: torch.Tensor
     return seconds
 
 
-def make_sampler(name: str, train_scheduler, steps: int):
+def make_sampler(name: str, train_scheduler: Any, steps: int) -> Any:
     """A diffusers sampling scheduler set to ``steps`` steps, sharing the training noise schedule."""
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
@@ -125,7 +126,7 @@ def make_sampler(name: str, train_scheduler, steps: int):
 
 
 @torch.no_grad()
-def sample_diffusion(model, train_scheduler, drawn_class: np.ndarray, *, steps: int, seed: int,
+def sample_diffusion(model: Any, train_scheduler: Any, drawn_class: np.ndarray, *, steps: int, seed: int,
                      batch: int, null_class: int, guidance_scale: float = 1.0,
                      sampler: str = "ddim", desc: str = "sample") -> np.ndarray:
     """Sample one image per entry of ``drawn_class``; return uint8 (N, S, S).

@@ -2,12 +2,15 @@
 
 It sits at the bottom of the layers and imports nothing of the project, so a
 data reader can raise it without loading semilearn or the plugin's algorithms;
-:mod:`rsmatch_usb.errors` re-exports it. The tools' own bad-input errors
-(``SynthesisError``, the ``InputError`` of ``benchmark_configs``) derive from it.
+:mod:`rsmatch_usb.errors` re-exports it. :class:`InputError`, the tools' error
+for a bad flag, derives from it.
 """
+from __future__ import annotations
+
 import os
 import reprlib
 import sys
+from typing import Any, Optional
 
 # Exit status of every command for bad input (argparse's own for a bad flag).
 BAD_INPUT_EXIT = 2
@@ -31,13 +34,22 @@ class UserError(Exception):
         return text
 
 
+class InputError(UserError):
+    """Bad command-line input to a tool (a flag's value, a file it names): one error line, exit code 2.
+
+    The one error type of the tools (``rsmatch-synthesize``, the benchmark
+    runner, report, overhead and GPU self-check); a :class:`UserError`, so
+    every command's ``except UserError`` reports it alike.
+    """
+
+
 _SHOWN = reprlib.Repr()
 _SHOWN.maxstring = _SHOWN.maxother = 60
 _SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxdict = _SHOWN.maxset = 4
 _SHOWN.maxlevel = 2
 
 
-def shown(value) -> str:
+def shown(value: Any) -> str:
     """``repr(value)`` cut short (long strings, long or nested lists), for an error line that stays one short line.
 
     A config value can be anything YAML holds; its full repr (a list of
@@ -46,12 +58,18 @@ def shown(value) -> str:
     return _SHOWN.repr(value)
 
 
-def command_name(script, module):
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its type's name for an empty one): a library's paragraph cut to a line."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def command_name(script: str, module: str) -> str:
     """How the user started a command: its console script ``script``, else ``python -m module``."""
     return script if os.path.basename(sys.argv[0]) == script else f"python -m {module}"
 
 
-def report(exc, prog=None):
+def report(exc: Any, prog: Optional[str] = None) -> int:
     """Print ``exc`` as the one ``prog: error: ...`` line on stderr; returns :data:`BAD_INPUT_EXIT`."""
     prefix = f"{prog}: " if prog else ""
     print(f"{prefix}error: {exc}", file=sys.stderr)

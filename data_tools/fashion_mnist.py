@@ -14,14 +14,17 @@ settings are chosen (``eval_split: val``); the SSL pool (labeled and unlabeled
 images of every benchmark run) is what remains. The benchmark's eval split is
 the 10,000 test images, which no generator sees.
 """
+from __future__ import annotations
+
 import gzip
 import math
 import os
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .errors import UserError
 from .class_names import FASHION_MNIST
+from .errors import UserError
 
 CLASS_NAMES = FASHION_MNIST
 
@@ -44,7 +47,7 @@ _IDX_DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2
                0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
-def repair_hint(path):
+def repair_hint(path: str) -> str:
     """How to repair a damaged Fashion-MNIST file: reinstall the Debian package only for the package's own file."""
     if os.path.realpath(path).startswith(os.path.realpath(DEBIAN_DIR) + os.sep):
         return f"reinstall it (apt-get install --reinstall {DEBIAN_PACKAGE})"
@@ -52,7 +55,7 @@ def repair_hint(path):
             f"fetches them), or remove it to use the files of the Debian package {DEBIAN_PACKAGE}")
 
 
-def read_idx(path):
+def read_idx(path: str) -> np.ndarray:
     """Read an IDX file (``.gz`` or uncompressed) into a numpy array.
 
     torchvision's reader expects uncompressed files and fails with a bare
@@ -78,7 +81,7 @@ def read_idx(path):
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def candidate_dirs(data_dir=None):
+def candidate_dirs(data_dir: Optional[str] = None) -> List[str]:
     """Folders searched, in order: ``data_dir/fashion_mnist``, torchvision's layouts, Debian's."""
     dirs = []
     if data_dir:
@@ -96,7 +99,7 @@ def _find(name, dirs):
     return None
 
 
-def find_files(data_dir=None):
+def find_files(data_dir: Optional[str] = None) -> Dict[str, str]:
     """Paths of the four IDX files, all from the first folder that holds a complete set."""
     names = [n for pair in FILES.values() for n in pair]
     for d in candidate_dirs(data_dir):
@@ -114,7 +117,7 @@ def find_files(data_dir=None):
 _LOADED = {}
 
 
-def load_split(split, data_dir=None):
+def load_split(split: str, data_dir: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
     """``(images uint8 (N, 28, 28), labels int64 (N,))`` of ``'train'`` or ``'test'``."""
     paths = find_files(data_dir)
     image_file, label_file = (paths[n] for n in FILES[split])
@@ -136,7 +139,8 @@ def _read_pair(image_file, label_file):
     return images.astype(np.uint8), labels.astype(np.int64)
 
 
-def generator_split(labels, per_class=GENERATOR_PER_CLASS, seed=GENERATOR_SPLIT_SEED):
+def generator_split(labels: np.ndarray, per_class: int = GENERATOR_PER_CLASS,
+                    seed: int = GENERATOR_SPLIT_SEED) -> np.ndarray:
     """Sorted indices of the training images reserved for training the synthetic-image generators.
 
     ``per_class`` images of each class, drawn by a fixed seed so the split never

@@ -4,7 +4,11 @@ Indexing lists directory entries (``os.scandir``, also what ``os.walk`` uses)
 and never opens an image, so a folder of a million images costs its paths.
 Sources: a generic ImageFolder tree, Tiny-ImageNet and ImageNet (or a subset).
 """
+from __future__ import annotations
+
 import os
+from argparse import Namespace
+from typing import Dict, List, Tuple
 
 import numpy as np
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
@@ -13,14 +17,14 @@ from .errors import UserError
 from .imageset import ImageSet
 
 
-def require_dir(path, what, how):
+def require_dir(path: str, what: str, how: str) -> str:
     """``path`` if it is a directory, else a UserError naming it and how to provide it."""
     if not os.path.isdir(path):
         raise UserError(f"{what}: expected a folder at {path}, which does not exist; {how}")
     return path
 
 
-def class_folders(root):
+def class_folders(root: str) -> List[str]:
     """Sorted names of the visible sub-folders of ``root``.
 
     Hidden folders (``.ipynb_checkpoints``, ``.git``) are skipped: torchvision's
@@ -30,11 +34,11 @@ def class_folders(root):
         return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
 
 
-def is_image_file(name):
+def is_image_file(name: str) -> bool:
     return name.lower().endswith(IMG_EXTENSIONS)
 
 
-def index_class_folders(root, class_to_idx, what):
+def index_class_folders(root: str, class_to_idx: Dict[str, int], what: str) -> Tuple[List[str], np.ndarray]:
     """(paths, labels) of the images under ``root/<folder>/`` for each folder in ``class_to_idx``.
 
     Uses torchvision's ``make_dataset`` (sorted, recursive), so the order is the
@@ -63,7 +67,7 @@ IMAGEFOLDER_HOW = ("set image_folder_root to a folder holding train/<class>/*.pn
                    "(or test/<class>/)")
 
 
-def load_imagefolder(args, data_dir):
+def load_imagefolder(args: Namespace, data_dir: str) -> Tuple[ImageSet, ImageSet]:
     """A generic ImageFolder tree: ``image_folder_root/train/<class>/`` and ``val/`` (or ``test/``).
 
     Classes are the sorted sub-folders of ``train/`` (torchvision's ImageFolder
@@ -97,13 +101,13 @@ TINY_HOW = ("download http://cs231n.stanford.edu/tiny-imagenet-200.zip and unzip
             "(train/<wnid>/images/*.JPEG, val/images/, val/val_annotations.txt)")
 
 
-def scan_images(folder):
+def scan_images(folder: str) -> List[str]:
     """Sorted paths of the image files directly in ``folder``."""
     with os.scandir(folder) as entries:
         return sorted(e.path for e in entries if e.is_file() and is_image_file(e.name))
 
 
-def load_tiny_imagenet(args, data_dir):
+def load_tiny_imagenet(args: Namespace, data_dir: str) -> Tuple[ImageSet, ImageSet]:
     """Tiny-ImageNet-200 in its distribution layout under ``data_dir/tiny-imagenet-200``.
 
     Labels follow the sorted WordNet ids; the labeled val split is the eval set.
@@ -149,7 +153,7 @@ IMAGENET_HOW = ("put ImageNet in USB's ImageFolder layout: data_dir/imagenet/tra
                 "data_dir/imagenet/val/<wnid>/*.JPEG")
 
 
-def read_class_list(path):
+def read_class_list(path: str) -> List[str]:
     """Folder names (e.g. WordNet ids) from a class-list file, in label order.
 
     One class per line; the first whitespace-separated token is the folder name
@@ -201,7 +205,7 @@ def _walk_order_images(folder):
         return [e.path for e in entries if e.is_file() and is_image_file(e.name)]
 
 
-def load_imagenet(args, data_dir):
+def load_imagenet(args: Namespace, data_dir: str) -> Tuple[ImageSet, ImageSet]:
     """ImageNet in USB's layout, or the classes a ``class_list`` file names (label order = file order).
 
     Without a class list the classes are the sorted train folders, as in USB.

@@ -1,4 +1,6 @@
 """The in-memory description of a split: images (pixels or paths), labels, origin flags."""
+from __future__ import annotations
+
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Union
@@ -13,7 +15,7 @@ from .errors import UserError
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
-def to_rgb(img, name):
+def to_rgb(img: Image.Image, name: str) -> Image.Image:
     """``img`` as an 8-bit RGB image, its values scaled from the range of its mode.
 
     PIL's ``convert("RGB")`` clips 16-bit values at 255, which turns a 16-bit
@@ -98,10 +100,10 @@ class ImageSet:
         return self.load(i)
 
     @property
-    def lazy(self):
+    def lazy(self) -> bool:
         return not isinstance(self.images, np.ndarray)
 
-    def load(self, i):
+    def load(self, i: int) -> Image.Image:
         """Image ``i`` as an RGB PIL image (USB's nets and transforms expect 3 channels)."""
         item = self.images[i]
         if isinstance(item, np.ndarray):
@@ -114,7 +116,7 @@ class ImageSet:
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot read image {item}: {exc}; remove or replace the file") from None
 
-    def subset(self, index):
+    def subset(self, index: Sequence[int]) -> ImageSet:
         """The images at ``index`` (an integer array), as a new ImageSet."""
         index = np.asarray(index, dtype=np.int64)
         if self.lazy:
@@ -124,17 +126,17 @@ class ImageSet:
         return ImageSet(images, self.labels[index], self.class_names, self.is_synthetic[index], self.class_ids,
                         self.source[index], self.source_names)
 
-    def with_source(self, name):
+    def with_source(self, name: str) -> ImageSet:
         """The same images, every one of them from the source called ``name``."""
         return ImageSet(self.images, self.labels, self.class_names, self.is_synthetic, self.class_ids,
                         np.ones(len(self), dtype=np.int16), ["real", name])
 
-    def source_of(self, i):
+    def source_of(self, i: int) -> str:
         """The name of image ``i``'s source."""
         return self.source_names[self.source[i]]
 
     @staticmethod
-    def concat(first, *others):
+    def concat(first: ImageSet, *others: ImageSet) -> ImageSet:
         """``first`` followed by ``others`` (same classes); images are not copied, source names merged."""
         names = list(first.source_names)
         sources = [first.source]

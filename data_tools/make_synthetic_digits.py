@@ -22,11 +22,13 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from data_tools.contact_sheet import draw_contact_sheet
 from data_tools.diffusion_generator import (build_unet, make_train_scheduler, sample_diffusion,
                                             to_uint8, train_diffusion)
 from data_tools.errors import report
@@ -42,7 +44,7 @@ DEFAULT_SHEET = _PKG_DIR.parent / "docs" / "synthetic_digits_contact_sheet.png"
 
 
 # --------------------------------------------------------------------- data
-def load_real_digits():
+def load_real_digits() -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Return the project's fixed real split as uint8 8x8 images (0..255).
 
     The split must match the one the benchmark uses, so the generator never
@@ -66,7 +68,8 @@ def upsample(images: np.ndarray, size: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- sampling
-def plan_draws(per_class: int, off_share: float, rng: np.random.Generator):
+def plan_draws(per_class: int, off_share: float, rng: np.random.Generator
+               ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decide, for every image, its filed label, conditioning class and kind.
 
     Per class, ``round(per_class * off_share)`` images are off-class, half
@@ -86,7 +89,8 @@ def plan_draws(per_class: int, off_share: float, rng: np.random.Generator):
     return tuple(np.asarray(v, dtype=np.int64)[perm] for v in (labels, drawn, kind))
 
 
-def sample(model, train_scheduler, drawn_class: np.ndarray, args) -> np.ndarray:
+def sample(model: torch.nn.Module, train_scheduler: Any, drawn_class: np.ndarray,
+           args: argparse.Namespace) -> np.ndarray:
     """DDIM-sample one image per entry of ``drawn_class``; return uint8 (N, S, S)."""
     return sample_diffusion(model, train_scheduler, drawn_class, steps=args.sample_steps, seed=args.seed + 1,
                             batch=args.sample_batch, null_class=NULL_CLASS,
@@ -99,7 +103,9 @@ def _histogram_features(images: np.ndarray, bins: int = 32) -> np.ndarray:
     return np.stack([np.bincount(row // (256 // bins), minlength=bins) for row in flat]) / flat.shape[1]
 
 
-def acceptance(real_train, y_train, real_test, y_test, synth, labels, drawn, kind, seed):
+def acceptance(real_train: np.ndarray, y_train: np.ndarray, real_test: np.ndarray, y_test: np.ndarray,
+               synth: np.ndarray, labels: np.ndarray, drawn: np.ndarray, kind: np.ndarray,
+               seed: int) -> Dict[str, float]:
     """Compute the acceptance figures (see ``main``); all images uint8 (N, S, S)."""
     res = {}
     # (a) Does a classifier of real digits see the intended digit?
@@ -121,55 +127,28 @@ def acceptance(real_train, y_train, real_test, y_test, synth, labels, drawn, kin
 
 
 # ------------------------------------------------------------ contact sheet
-def contact_sheet(path: Path, synth, labels, kind, drawn, real, y_real, title_model: str):
+def contact_sheet(path: Path, synth: np.ndarray, labels: np.ndarray, kind: np.ndarray, drawn: np.ndarray,
+                  real: np.ndarray, y_real: np.ndarray, title_model: str) -> None:
     """One row per class: up to 8 on-class + 1 wrong + 1 null sample, then 3 real digits."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    size, n_real, n_syn = synth.shape[1], 3, 10
-    pad, row_h = 2, size + 8  # the taller rows leave room for off-class tags
-    cols = n_syn + 1 + n_real  # one blank column separates synthetic from real
-    cell = size + pad
-    mosaic = np.full((NUM_CLASSES * row_h, cols * cell + pad), 255, np.uint8)
-    boxes = []
+    rows, real_rows, marks = [], [], {}
     for c in range(NUM_CLASSES):
         picks = []
         for k, quota in ((KIND_ON, 8), (KIND_WRONG, 1), (KIND_NULL, 1)):
             picks += list(np.flatnonzero((labels == c) & (kind == k))[:quota])
-        tiles = [(j, synth[i], i) for j, i in enumerate(picks[:n_syn])]
-        tiles += [(n_syn + 1 + j, img, None) for j, img in enumerate(real[y_real == c][:n_real])]
-        for col, img, i in tiles:
-            r0, c0 = pad + c * row_h, pad + col * cell
-            mosaic[r0:r0 + size, c0:c0 + size] = img
-            if i is not None and kind[i] != KIND_ON:
-                tag = "null" if kind[i] == KIND_NULL else f"drawn as {drawn[i]}"
-                boxes.append((c0, r0, tag))
-    fig, ax = plt.subplots(figsize=(cols * 0.62, NUM_CLASSES * 0.75 + 1.1))
-    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    for x0, y0, tag in boxes:
-        ax.add_patch(Rectangle((x0 - 1, y0 - 1), size + 1, size + 1, fill=False, ec="red", lw=1.2))
-        ax.text(x0 + size / 2 - 0.5, y0 + size + 0.5, tag, color="red", ha="center", va="top", fontsize=6)
-    ax.set_yticks([pad + c * row_h + size / 2 for c in range(NUM_CLASSES)])
-    ax.set_yticklabels([str(c) for c in range(NUM_CLASSES)])
-    ax.set_ylabel("filed class")
-    ax.set_xticks([pad + n_syn * cell / 2, pad + (n_syn + 1 + n_real / 2) * cell])
-    ax.set_xticklabels(["synthetic (red box: off-class, drawn as a wrong digit or null)",
-                        "real train"], fontsize=7)
-    ax.tick_params(length=0)
-    for side in ax.spines.values():
-        side.set_visible(False)
-    ax.set_title(f"Synthetic 16x16 digits from {title_model} trained on real train digits\n"
-                 "(left: samples filed under each class; right: real digits upsampled 8x8 -> 16x16)",
-                 fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(fig)
+        rows.append([synth[i] for i in picks])
+        real_rows.append(list(real[y_real == c][:3]))
+        marks.update({(c, j): "null" if kind[i] == KIND_NULL else f"drawn as {drawn[i]}"
+                      for j, i in enumerate(picks) if kind[i] != KIND_ON})
+    draw_contact_sheet(
+        path, rows, real_rows, [str(c) for c in range(NUM_CLASSES)], marks=marks, ylabel="filed class",
+        headings=("synthetic (red box: off-class, drawn as a wrong digit or null)", "real train"),
+        title=f"Synthetic 16x16 digits from {title_model} trained on real train digits\n"
+              "(left: samples filed under each class; right: real digits upsampled 8x8 -> 16x16)",
+        cell_inches=0.62, dpi=150)
 
 
 # ---------------------------------------------------------------------- CLI
-def parse_args(argv=None):
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m data_tools.make_synthetic_digits",
         description="Train a small class-conditional diffusion model on the real digits "
@@ -209,7 +188,7 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     existing = [str(p) for p in (args.out, args.sheet) if p.exists()]
     if existing and not args.overwrite:

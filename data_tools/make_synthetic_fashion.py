@@ -36,10 +36,12 @@ import numpy as np
 import torch
 
 from data_tools import fashion_mnist
+from data_tools.atomic import torch_save
 from data_tools.conditional_gan import Discriminator, Generator, sample_cgan, train_cgan
+from data_tools.contact_sheet import draw_contact_sheet
 from data_tools.diffusion_generator import build_unet, make_train_scheduler, sample_diffusion, train_diffusion
 from data_tools.errors import report
-from data_tools.resumable_training import LossLog, save_atomic
+from data_tools.resumable_training import LossLog
 from data_tools.synthetic_stats import (cnn_classifier, cnn_outputs, pixel_features, probe_auroc,
                                        train_cnn_classifier, within_class_spread)
 
@@ -187,7 +189,7 @@ def cached_real_classifier(work_dir: Path, images: np.ndarray, labels: np.ndarra
     start = time.perf_counter()
     net = train_cnn_classifier(images, labels, seed=0)
     seconds = time.perf_counter() - start
-    save_atomic({"net": net.state_dict(), "fit_seconds": torch.tensor(seconds)}, path)
+    torch_save({"net": net.state_dict(), "fit_seconds": torch.tensor(seconds)}, path)
     return net, seconds
 
 
@@ -279,32 +281,10 @@ def measure(args, files: dict, images, labels, timing) -> dict:
 def draw_sheet(path: Path, synth, synth_labels, real, real_labels, name: str, generator: str,
                n_syn: int = 10, n_real: int = 3) -> None:
     """One row per class: ``n_syn`` synthetic images, a gap, ``n_real`` real generator-split images."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    size, pad = 28, 2
-    cell, cols = size + pad, n_syn + 1 + n_real
-    mosaic = np.full((NUM_CLASSES * cell + pad, cols * cell + pad), 255, np.uint8)
-    for c in range(NUM_CLASSES):
-        tiles = list(enumerate(synth[synth_labels == c][:n_syn]))
-        tiles += [(n_syn + 1 + j, img) for j, img in enumerate(real[real_labels == c][:n_real])]
-        for col, img in tiles:
-            r0, c0 = pad + c * cell, pad + col * cell
-            mosaic[r0:r0 + size, c0:c0 + size] = img
-    fig, ax = plt.subplots(figsize=(cols * 0.5 + 1.6, NUM_CLASSES * 0.5 + 0.8))
-    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    ax.set_yticks([pad + c * cell + size / 2 for c in range(NUM_CLASSES)])
-    ax.set_yticklabels(fashion_mnist.CLASS_NAMES, fontsize=7)
-    ax.set_xticks([pad + n_syn * cell / 2, pad + (n_syn + 1 + n_real / 2) * cell])
-    ax.set_xticklabels([f"synthetic ({name})", "real (generator split)"], fontsize=7)
-    ax.tick_params(length=0)
-    for side in ax.spines.values():
-        side.set_visible(False)
-    ax.set_title(f"fashion_{name}.npz: {generator}, first {n_syn} images filed under each class", fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    draw_contact_sheet(path, [synth[synth_labels == c][:n_syn] for c in range(NUM_CLASSES)],
+                       [real[real_labels == c][:n_real] for c in range(NUM_CLASSES)], fashion_mnist.CLASS_NAMES,
+                       headings=(f"synthetic ({name})", "real (generator split)"),
+                       title=f"fashion_{name}.npz: {generator}, first {n_syn} images filed under each class")
 
 
 def merge_stats(path: Path, result: dict) -> None:

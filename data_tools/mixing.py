@@ -38,10 +38,14 @@ The rules, all applied here:
   batch) beside ``is_synthetic``. A single source follows the rules above
   unchanged (same images under the same seed).
 """
+from __future__ import annotations
+
 import math
 import os
 import zlib
+from argparse import Namespace
 from fractions import Fraction
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
@@ -54,7 +58,8 @@ from .synthetic import MANIFEST, SourceEntry, read_synthetic_source, resolve_sou
 _REMAINDER_STREAM, _CLASS_STREAM, _SOURCE_STREAM = 0, 1, 2
 
 
-def synthetic_settings(args, dataset=None):
+def synthetic_settings(args: Namespace, dataset: Optional[str] = None
+                       ) -> Tuple[Optional[List[SourceEntry]], float, int]:
     """``(sources, ratio, seed)`` from the config, validated; sources (a list of
     :class:`~data_tools.synthetic.SourceEntry`) is None for a clean dataset.
 
@@ -96,7 +101,7 @@ def _same_files(path):
     return os.path.realpath(path)
 
 
-def check_distinct(sources):
+def check_distinct(sources: Sequence[SourceEntry]) -> None:
     """A UserError when two entries of a source list read the same images (``[bundled, bundled:digits_synthetic]``).
 
     The same images under two ids would be drawn twice, and each id's
@@ -112,12 +117,12 @@ def check_distinct(sources):
         seen[key] = entry.name
 
 
-def synthetic_total(num_real, ratio):
+def synthetic_total(num_real: int, ratio: float) -> int:
     """``round(ratio * num_real)``, halves up, with ``ratio`` read as the decimal it prints as."""
     return math.floor(Fraction(repr(float(ratio))) * num_real + Fraction(1, 2))
 
 
-def per_class_counts(total, num_classes, seed):
+def per_class_counts(total: int, num_classes: int, seed: int) -> np.ndarray:
     """``total`` spread over classes: ``total // C`` each, one more for ``total % C`` seeded classes."""
     counts = np.full(num_classes, total // num_classes, dtype=np.int64)
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_REMAINDER_STREAM,)))
@@ -126,7 +131,7 @@ def per_class_counts(total, num_classes, seed):
     return counts
 
 
-def source_totals(total, weights):
+def source_totals(total: int, weights: Sequence[float]) -> np.ndarray:
     """``total`` split over sources in proportion to ``weights``: largest remainders, ties to the earlier."""
     weights = [Fraction(repr(float(w))) for w in weights]
     shares = [total * w / sum(weights) for w in weights]
@@ -137,7 +142,7 @@ def source_totals(total, weights):
     return np.asarray(counts, dtype=np.int64)
 
 
-def source_class_counts(total, num_classes, weights, seed):
+def source_class_counts(total: int, num_classes: int, weights: Sequence[float], seed: int) -> np.ndarray:
     """``(S, C)`` counts: row sums are :func:`source_totals`, column sums :func:`per_class_counts`.
 
     The slots of the classes (class by class) are dealt to the sources by
@@ -160,7 +165,8 @@ def source_class_counts(total, num_classes, weights, seed):
     return np.asarray(counts, dtype=np.int64).reshape(len(weights), num_classes)
 
 
-def check_available(synthetic, counts, ratio, num_real, share=1.0, name=None):
+def check_available(synthetic: ImageSet, counts: np.ndarray, ratio: float, num_real: int, share: float = 1.0,
+                    name: Optional[str] = None) -> None:
     """A UserError when some class has fewer synthetic images than ``counts`` asks for.
 
     ``share`` is the source's part of the synthetic total and ``name`` its id,
@@ -178,7 +184,8 @@ def check_available(synthetic, counts, ratio, num_real, share=1.0, name=None):
         f"{' ...' if len(short) > 10 else ''}; {_how_to_fit(synthetic, available, num_real, share, which)}")
 
 
-def check_source_totals(sets, names, totals, ratio, num_real, shares):
+def check_source_totals(sets: Sequence[ImageSet], names: Sequence[str], totals: Sequence[int], ratio: float,
+                        num_real: int, shares: Sequence[float]) -> None:
     """A UserError when a source holds fewer images than its part of the total, before any per-image work.
 
     Checked first so that an absurd ratio (1e9) fails at once instead of
@@ -216,7 +223,7 @@ def _largest_ratio(available, num_real, share=1.0):
     return math.floor(len(available) * int(available.min()) / (num_real * share) * 1e4) / 1e4
 
 
-def draw(synthetic, counts, seed, stream=()):
+def draw(synthetic: ImageSet, counts: np.ndarray, seed: int, stream: Tuple[int, ...] = ()) -> np.ndarray:
     """Indices into ``synthetic``: ``counts[c]`` images of class ``c``, seeded, without replacement.
 
     ``stream`` prefixes the seed sequence's spawn key (a source's own stream when several are mixed).
@@ -244,7 +251,7 @@ class UnreadableImageError(UserError):
     """A synthetic image file that PIL cannot parse (see :func:`verify_images`)."""
 
 
-def verify_images(image_set):
+def verify_images(image_set: ImageSet) -> None:
     """Check every file of a lazily-read set with PIL's ``verify()``; a bad file is an UnreadableImageError.
 
     ``verify`` parses the file without decoding the pixels: cheap enough for
@@ -262,7 +269,9 @@ def verify_images(image_set):
                                        f"({type(exc).__name__}: {exc}); remove or replace it") from None
 
 
-def contaminate(ulb, synthetic, ratio, seed, names=None, weights=None, verify=True):
+def contaminate(ulb: ImageSet, synthetic: Union[ImageSet, Sequence[ImageSet]], ratio: float, seed: int,
+                names: Optional[Sequence[str]] = None, weights: Optional[Sequence[float]] = None,
+                verify: bool = True) -> ImageSet:
     """``ulb`` (all real) followed by ``round(ratio * len(ulb))`` class-balanced synthetic images.
 
     ``synthetic`` is one ImageSet or a list of them (one per source, with
@@ -298,7 +307,7 @@ def contaminate(ulb, synthetic, ratio, seed, names=None, weights=None, verify=Tr
     return ImageSet.concat(ulb, *drawn)
 
 
-def mix_unlabeled(args, dataset, ulb):
+def mix_unlabeled(args: Namespace, dataset: str, ulb: ImageSet) -> ImageSet:
     """The unlabeled set the config asks for: ``ulb`` itself, or ``ulb`` contaminated at ratio alpha.
 
     The drawn synthetic files are verified unless ``args.verify_synthetic_files``

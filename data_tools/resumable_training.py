@@ -10,17 +10,12 @@ the same arguments continues bit-identically where the last one stopped.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator, Optional
 
 import torch
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write
-
-
-def save_atomic(obj, path: Path) -> None:
-    """``torch.save`` through :func:`~data_tools.atomic.atomic_write`: a killed run never leaves half a checkpoint."""
-    with atomic_write(path, "wb", unique=False) as f:
-        torch.save(obj, f)
+from .atomic import torch_save
 
 
 class LossLog:
@@ -76,7 +71,7 @@ class ResumableBatches:
             self.order, self.pos, self.done = state["order"], state["pos"], state["step"]
         self.bar = None
 
-    def batches(self, desc: str, stop: int | None = None):
+    def batches(self, desc: str, stop: Optional[int] = None) -> Iterator[torch.Tensor]:
         """Yield the minibatch index tensor of each remaining step (progress bar in ``self.bar``).
 
         ``stop`` ends the loop after that step (checkpointed there) without
@@ -94,6 +89,6 @@ class ResumableBatches:
             # The caller's step has finished when the loop asks for the next batch.
             if self.checkpoint is not None and (
                     (step + 1) % self.checkpoint_every == 0 or step + 1 == end):
-                save_atomic({**{k: obj.state_dict() for k, obj in self.stateful.items()},
+                torch_save({**{k: obj.state_dict() for k, obj in self.stateful.items()},
                              "gen": self.gen.get_state(), "order": self.order, "pos": self.pos,
                              "step": step + 1}, self.checkpoint)

@@ -10,11 +10,14 @@ folder, no silent retraining over a finished run) and by the grid runner
 :mod:`data_tools.config_files` it imports nothing of the project but the
 errors, so the runner reads run folders without loading semilearn.
 """
+from __future__ import annotations
+
 import contextlib
 import fcntl
 import os
 import re
 import shutil
+from typing import Any, Dict, Iterator, List, Optional
 
 from .errors import UserError, shown
 from .run_metrics import FILE_NAME as METRICS_FILE
@@ -40,7 +43,7 @@ HANDED_LOCK_ENV = "RSMATCH_USB_RUN_LOCK"
 _HELD = {}
 
 
-def check_save_name(save_name):
+def check_save_name(save_name: Any) -> str:
     """``save_name`` as text, or a UserError unless it names a plain folder inside ``save_dir``.
 
     Not '', '.', '..', an absolute path or one holding a path separator, nor
@@ -58,14 +61,14 @@ def check_save_name(save_name):
     return save_name
 
 
-def run_path(save_dir, save_name):
+def run_path(save_dir: Any, save_name: Any) -> str:
     """The run folder ``save_dir/save_name``, after :func:`check_save_name`; a UserError for a bad either."""
     if not isinstance(save_dir, str) or not save_dir.strip():
         raise UserError(f"save_dir: {shown(save_dir)} must name a folder (text); give a path such as ./saved_models")
     return os.path.join(save_dir, check_save_name(save_name))
 
 
-def log_has_result(folder):
+def log_has_result(folder: str) -> bool:
     """Whether ``folder/log.txt`` has USB's final result line, complete (a line cut by a kill does not count)."""
     try:
         with open(os.path.join(folder, "log.txt"), encoding="utf-8", errors="replace") as f:
@@ -74,7 +77,7 @@ def log_has_result(folder):
         return False
 
 
-def finished_marker(folder):
+def finished_marker(folder: str) -> Optional[str]:
     """What in ``folder`` shows a run trained there (a checkpoint, or a log with the result line), or None."""
     for name in CHECKPOINTS:
         if os.path.isfile(os.path.join(folder, name)):
@@ -84,7 +87,7 @@ def finished_marker(folder):
     return None
 
 
-def foreign_entries(folder):
+def foreign_entries(folder: str) -> List[str]:
     """The entries of ``folder`` that no run wrote, sorted; [] for a folder carrying :data:`MARKER` or missing.
 
     A folder with the marker was made (or found empty) by a run of this
@@ -101,7 +104,7 @@ def foreign_entries(folder):
     return sorted(e for e in entries if not _RUN_OUTPUT.match(e))
 
 
-def is_unused(folder):
+def is_unused(folder: str) -> bool:
     """Whether ``folder`` is missing or holds nothing but a lock and the marker (a run that wrote nothing yet)."""
     try:
         return set(os.listdir(folder)) <= {LOCK_FILE, MARKER}
@@ -109,7 +112,7 @@ def is_unused(folder):
         return True
 
 
-def check_clearable(folder):
+def check_clearable(folder: str) -> None:
     """A UserError when ``folder`` holds files no run wrote, which overwrite must not delete; writes nothing."""
     foreign = foreign_entries(folder)
     if foreign:
@@ -151,13 +154,13 @@ def _handed_lock(folder):
     return int(fd_text)
 
 
-def hand_lock_env(fd, folder):
+def hand_lock_env(fd: int, folder: str) -> Dict[str, str]:
     """The environment entry that hands the lock ``fd`` of ``folder`` to a child started with ``pass_fds=(fd,)``."""
     return {HANDED_LOCK_ENV: f"{fd}:{os.path.abspath(folder)}"}
 
 
 @contextlib.contextmanager
-def locked(folder, clear=False):
+def locked(folder: str, clear: bool = False) -> Iterator[int]:
     """Hold an exclusive lock on ``folder`` (created if missing) while inside; yields the lock's fd.
 
     ``flock`` on ``folder/.lock``: the kernel releases it when the holder

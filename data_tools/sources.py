@@ -8,9 +8,12 @@ download, and split with the same sampler call (see :mod:`data_tools.splits`),
 so a clean run holds USB's images. Large sources keep file paths and read
 images lazily (:mod:`data_tools.folders`).
 """
+from __future__ import annotations
+
 import os
+from argparse import Namespace
 from dataclasses import dataclass
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import torchvision
@@ -43,7 +46,7 @@ class RealSource:
     has_val: bool = False
 
 
-def load_digits_source(args=None, data_dir=None):
+def load_digits_source(args: Optional[Namespace] = None, data_dir: Optional[str] = None) -> Tuple[ImageSet, ImageSet]:
     """scikit-learn's bundled 8x8 digits with a fixed, seeded 75/25 train/test split.
 
     The split does not depend on the run's seed, so the test set is the same for
@@ -61,7 +64,8 @@ def load_digits_source(args=None, data_dir=None):
             ImageSet(images[test_idx], digits.target[test_idx], names))
 
 
-def load_fashion_mnist(args=None, data_dir=None):
+def load_fashion_mnist(args: Optional[Namespace] = None, data_dir: Optional[str] = None
+                       ) -> Tuple[ImageSet, ImageSet]:
     """Fashion-MNIST: the SSL pool of the training images (labeled and unlabeled data) and the eval images.
 
     The pool excludes the generator-training split and the validation split
@@ -99,7 +103,7 @@ def _open_torchvision(cls, root, dataset, how, **kwargs):
 
 
 def _cifar(name):
-    def load(args, data_dir):
+    def load(args: Namespace, data_dir: str) -> Tuple[ImageSet, ImageSet]:
         """CIFAR in torchvision's layout, ``data_dir/<name>/cifar-10(0)-batches-py`` (USB's)."""
         cls = getattr(torchvision.datasets, name.upper())
         root = os.path.join(data_dir, name)
@@ -112,7 +116,7 @@ def _cifar(name):
     return load
 
 
-def load_svhn(args, data_dir):
+def load_svhn(args: Namespace, data_dir: str) -> Tuple[ImageSet, ImageSet]:
     """SVHN train + extra (as USB trains on both) and test, ``data_dir/svhn/*_32x32.mat``."""
     root = os.path.join(data_dir, "svhn")
     how = (f"download it with python -c \"import torchvision; [torchvision.datasets.SVHN('{root}', split=s, "
@@ -127,7 +131,7 @@ def load_svhn(args, data_dir):
     return ImageSet(data, labels, names), ImageSet(parts[2].data.transpose([0, 2, 3, 1]), parts[2].labels, names)
 
 
-def load_stl10(args, data_dir):
+def load_stl10(args: Namespace, data_dir: str) -> Tuple[ImageSet, ImageSet]:
     """STL-10: labeled train images, then the unlabeled split (label -1); test for eval."""
     root = os.path.join(data_dir, "stl10")
     how = (f"download it with python -c \"import torchvision; torchvision.datasets.STL10('{root}', "

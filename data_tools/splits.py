@@ -6,7 +6,11 @@ include_lb_to_ulb)`` and returns the labeled and the (real) unlabeled
 the same global-RNG order, as semilearn 0.3.2's loaders, so a clean run holds
 exactly USB's images under the same seed.
 """
+from __future__ import annotations
+
 import random
+from argparse import Namespace
+from typing import Tuple
 
 import numpy as np
 from semilearn.datasets.utils import sample_labeled_unlabeled_data, split_ssl_data
@@ -15,7 +19,8 @@ from .errors import UserError
 from .imageset import ImageSet
 
 
-def balanced_split(args, algorithm, train, num_labels, num_classes, include_lb_to_ulb):
+def balanced_split(args: Namespace, algorithm: str, train: ImageSet, num_labels: int, num_classes: int,
+                   include_lb_to_ulb: bool) -> Tuple[ImageSet, ImageSet]:
     """semilearn's ``split_ssl_data``, as its CIFAR and SVHN loaders call it.
 
     The split runs on sample indices: the sampler shuffles indices per class,
@@ -49,7 +54,8 @@ def balanced_split(args, algorithm, train, num_labels, num_classes, include_lb_t
     return lb, train.subset(ulb_idx)
 
 
-def stl10_split(args, algorithm, train, num_labels, num_classes, include_lb_to_ulb):
+def stl10_split(args: Namespace, algorithm: str, train: ImageSet, num_labels: int, num_classes: int,
+                include_lb_to_ulb: bool) -> Tuple[ImageSet, ImageSet]:
     """semilearn's STL-10 split: labels drawn from the labeled train images only.
 
     ``train`` holds the labeled images (label >= 0) and then the unlabeled ones
@@ -73,7 +79,8 @@ def stl10_split(args, algorithm, train, num_labels, num_classes, include_lb_to_u
     return lb, ulb
 
 
-def imagenet_split(args, algorithm, train, num_labels, num_classes, include_lb_to_ulb):
+def imagenet_split(args: Namespace, algorithm: str, train: ImageSet, num_labels: int, num_classes: int,
+                   include_lb_to_ulb: bool) -> Tuple[ImageSet, ImageSet]:
     """semilearn's ImageNet split: the first ``int(n_c * num_labels / N)`` of each shuffled class folder.
 
     USB's ImagenetDataset lists each class folder, in label order, and shuffles

@@ -22,6 +22,8 @@ Folders and manifests are indexed by path, never opened here; mixing verifies
 the images it draws. Every image gets the index of the dataset class it is
 filed under; :class:`ClassMatcher` says how names map.
 """
+from __future__ import annotations
+
 import csv
 import difflib
 import math
@@ -31,6 +33,7 @@ import unicodedata
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterable, List, Optional, Sequence, Set
 
 import numpy as np
 
@@ -62,7 +65,7 @@ def _default_name(spec):
     return Path(os.path.expanduser(spec.rstrip("/\\"))).stem or spec
 
 
-def source_entries(value):
+def source_entries(value: Any) -> Optional[List[SourceEntry]]:
     """The ``synthetic_source`` config value as :class:`SourceEntry` list; None when it names no source.
 
     ``value`` is a string (one source, weight 1), a list of strings and/or
@@ -117,7 +120,7 @@ def source_entries(value):
     return entries
 
 
-def normalize_name(name):
+def normalize_name(name: Any) -> str:
     """Case-, accent-, space- and punctuation-insensitive form of a class name ("Lawn mower" == "lawn_mower").
 
     Accents are folded as ``data_tools.synthesize`` folds them in folder names ("café" == "cafe").
@@ -143,11 +146,11 @@ class ClassMatcher:
             for key in {normalize_name(n) for n in names}:
                 self._by_name.setdefault(key, set()).add(i)
 
-    def candidates(self, key):
+    def candidates(self, key: Any) -> Set[int]:
         """Indices of the classes whose name or id is ``key`` (several for a shared name)."""
         return set(self._by_name.get(normalize_name(key), ()))
 
-    def lookup(self, key, hint=None):
+    def lookup(self, key: Any, hint: Optional[int] = None) -> Optional[int]:
         """The index for ``key`` or None; ``hint`` (an index) settles a name two classes share."""
         norm = normalize_name(key)
         found = self._by_name.get(norm, set())
@@ -163,13 +166,13 @@ class ClassMatcher:
             return int(text)
         return None
 
-    def closest(self, key):
+    def closest(self, key: Any) -> Optional[str]:
         """The class name nearest to ``key`` in spelling (difflib), or None."""
         by_norm = {normalize_name(n): n for n in self.class_names}
         match = difflib.get_close_matches(normalize_name(key), list(by_norm), n=1, cutoff=0.75)
         return by_norm[match[0]] if match else None
 
-    def describe_failures(self, keys):
+    def describe_failures(self, keys: Iterable[Any]) -> str:
         """One sentence naming unknown and ambiguous keys, the close class name of each, and the classes."""
         keys = sorted(set(map(str, keys)))
         ambiguous = [k for k in keys if len(self._by_name.get(normalize_name(k), ())) > 1]
@@ -191,7 +194,7 @@ class ClassMatcher:
         return f"{'; '.join(parts)}; the dataset's {count} classes are {shown} (names, or indices 0-{count - 1})"
 
 
-def resolve_source(spec, dataset):
+def resolve_source(spec: str, dataset: Optional[str]) -> str:
     """The file or folder ``spec`` names (``bundled[:<name>]`` resolved); a UserError if there is none."""
     if spec.startswith("bundled:"):
         name = spec.split(":", 1)[1]
@@ -220,7 +223,8 @@ def resolve_source(spec, dataset):
     return path
 
 
-def read_synthetic_source(spec, dataset, class_names, class_ids=None):
+def read_synthetic_source(spec: str, dataset: Optional[str], class_names: Sequence[str],
+                          class_ids: Optional[Sequence[str]] = None) -> ImageSet:
     """The synthetic images ``spec`` names, labeled with the dataset's class indices."""
     path = resolve_source(spec, dataset)
     matcher = ClassMatcher(class_names, class_ids)
@@ -274,7 +278,7 @@ def _own_class_names(path):
     return names + sorted(k for k in keys if normalize_name(k) not in taken and k)
 
 
-def read_folder(root, matcher):
+def read_folder(root: str, matcher: ClassMatcher) -> ImageSet:
     """``root/<class>/`` folders, each named by class name or index."""
     folders = class_folders(root)
     if not folders:
@@ -296,7 +300,7 @@ def read_folder(root, matcher):
     return _synthetic_set(paths, labels, matcher)
 
 
-def read_manifest(path, matcher):
+def read_manifest(path: str, matcher: ClassMatcher) -> ImageSet:
     """A CSV manifest: ``path`` and ``label`` (index or name) and/or ``class_name`` (name) per image.
 
     When ``class_name`` is given it decides the class, so a manifest written
@@ -372,7 +376,7 @@ def _check_unique_paths(manifest, paths):
                         f"{shown}{' ...' if len(repeated) > 5 else ''}; keep one row per image")
 
 
-def read_npz(path, matcher):
+def read_npz(path: str, matcher: ClassMatcher) -> ImageSet:
     """An ``.npz`` with ``images`` (uint8) and ``labels``; an optional ``class_names`` array names them."""
     try:
         with np.load(path, allow_pickle=False) as z:

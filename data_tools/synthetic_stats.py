@@ -8,7 +8,12 @@ linear probe tell synthetic from real images (``probe_auroc``)?
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 def pixel_features(images: np.ndarray) -> np.ndarray:
@@ -16,7 +21,7 @@ def pixel_features(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), -1).astype(np.float32) / 255.0
 
 
-def real_classifier(images: np.ndarray, labels: np.ndarray, max_iter: int = 3000):
+def real_classifier(images: np.ndarray, labels: np.ndarray, max_iter: int = 3000) -> Any:
     """Multinomial logistic regression on pixels, trained on real images."""
     from sklearn.linear_model import LogisticRegression
 
@@ -48,7 +53,7 @@ def probe_auroc(real_features: np.ndarray, synth_features: np.ndarray, real_stra
 
 
 # ------------------------------------------------------------ CNN classifier
-def cnn_classifier(num_classes: int = 10):
+def cnn_classifier(num_classes: int = 10) -> torch.nn.Module:
     """A small CNN for 28x28 grayscale images (two conv blocks, one hidden layer): about 90% on Fashion-MNIST.
 
     A linear pixel classifier reads many real garments as a neighbouring class
@@ -64,14 +69,14 @@ def cnn_classifier(num_classes: int = 10):
         nn.Linear(128, num_classes))
 
 
-def _to_input(images: np.ndarray):
+def _to_input(images: np.ndarray) -> torch.Tensor:
     import torch
 
     return torch.from_numpy(images).float().unsqueeze(1) / 127.5 - 1.0
 
 
 def train_cnn_classifier(images: np.ndarray, labels: np.ndarray, *, epochs: int = 8, batch_size: int = 128,
-                         lr: float = 1e-3, seed: int = 0):
+                         lr: float = 1e-3, seed: int = 0) -> torch.nn.Module:
     """Train :func:`cnn_classifier` on uint8 (N, 28, 28) images with flips and 2-px shifts; eval mode on return."""
     import torch
     import torch.nn.functional as F
@@ -99,7 +104,7 @@ def train_cnn_classifier(images: np.ndarray, labels: np.ndarray, *, epochs: int 
     return net.eval()
 
 
-def cnn_outputs(net, images: np.ndarray, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+def cnn_outputs(net: torch.nn.Module, images: np.ndarray, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """``(predicted class, penultimate features)`` of uint8 (N, 28, 28) images."""
     import torch
 

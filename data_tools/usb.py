@@ -7,15 +7,20 @@ contaminated ones, without a change to its code. Datasets in
 cifar100, svhn, stl10 and imagenet, read from the same files and split the
 same way) are built here; the others fall through to semilearn, clean only.
 """
+from __future__ import annotations
+
 import math
+from argparse import ArgumentParser, Namespace
+from typing import Any, Dict, List, Optional, Tuple
 
 from semilearn.core.utils import build as usb_build
 from semilearn.datasets.augmentation import RandAugment, RandomResizedCropAndInterpolation
 from semilearn.datasets.cv_datasets.datasetbase import BasicDataset
 from torchvision import transforms
 
-from .errors import UserError
 from . import mixing, usb_api
+from .errors import UserError
+from .imageset import ImageSet
 from .sources import REAL_SOURCES
 
 # Datasets semilearn 0.3.2 builds itself (its get_dataset returns None otherwise).
@@ -28,7 +33,7 @@ USB_DATASETS = ("eurosat", "tissuemnist", "semi_aves", "semi_aves_out", "cifar10
 _usb_get_dataset = usb_build.get_dataset
 
 
-def add_data_arguments(parser):
+def add_data_arguments(parser: ArgumentParser) -> None:
     """Config keys of the RS-SSL data and of the plugin's real sources (documented in docs/data.md)."""
     parser.add_argument("--synthetic_source", type=str, default=None,
                         help="folder, manifest CSV, .npz, 'bundled' or 'bundled:<name>', or a YAML list of "
@@ -46,16 +51,16 @@ def add_data_arguments(parser):
                         help="dataset imagenet: file of class folders (one per line) to use a class subset")
 
 
-def known_datasets():
+def known_datasets() -> List[str]:
     return sorted(set(REAL_SOURCES) | set(USB_DATASETS))
 
 
-def check_dataset_name(name):
+def check_dataset_name(name: str) -> None:
     if name not in REAL_SOURCES and name not in USB_DATASETS:
         raise UserError(f"dataset: unknown dataset {name!r}; use one of: {', '.join(known_datasets())}")
 
 
-def check_eval_split(args, dataset: str) -> None:
+def check_eval_split(args: Namespace, dataset: str) -> None:
     """``eval_split: val`` needs a dataset with a validation split (held out of its SSL pool)."""
     if getattr(args, "eval_split", "test") == "val" and not (dataset in REAL_SOURCES and REAL_SOURCES[dataset].has_val):
         with_val = sorted(name for name, source in REAL_SOURCES.items() if source.has_val)
@@ -63,7 +68,8 @@ def check_eval_split(args, dataset: str) -> None:
                         f"dataset that has one: {', '.join(with_val)}")
 
 
-def build_datasets(args, algorithm, dataset, num_labels, num_classes, data_dir, include_lb_to_ulb):
+def build_datasets(args: Namespace, algorithm: str, dataset: str, num_labels: int, num_classes: int,
+                   data_dir: str, include_lb_to_ulb: bool) -> Tuple[ImageSet, ImageSet, ImageSet]:
     """The labeled, unlabeled (possibly contaminated) and eval :class:`ImageSet` of a plugin dataset."""
     check_eval_split(args, dataset)
     mixing.synthetic_settings(args, dataset)  # a bad key or source fails before any data is read
@@ -102,7 +108,9 @@ class RSSLDataset(BasicDataset):
         return sample
 
 
-def build_transforms(img_size, crop_ratio, mean, std, style="classic", strong_ops=None):
+def build_transforms(img_size: int, crop_ratio: float, mean: Tuple[float, ...], std: Tuple[float, ...],
+                     style: str = "classic", strong_ops: Optional[int] = None
+                     ) -> Tuple[transforms.Compose, transforms.Compose, transforms.Compose]:
     """USB's weak, strong and eval transforms.
 
     ``classic``: semilearn's CIFAR/SVHN/STL-10 pipeline (RandAugment(3, 5));
@@ -142,7 +150,8 @@ def build_transforms(img_size, crop_ratio, mean, std, style="classic", strong_op
     return weak, strong, evaluation
 
 
-def get_dataset(args, algorithm, dataset, num_labels, num_classes, data_dir="./data", include_lb_to_ulb=True):
+def get_dataset(args: Namespace, algorithm: str, dataset: str, num_labels: int, num_classes: int,
+                data_dir: str = "./data", include_lb_to_ulb: bool = True) -> Dict[str, Any]:
     """semilearn's ``get_dataset``: plugin datasets built here, the others by semilearn."""
     if dataset not in REAL_SOURCES:
         check_eval_split(args, dataset)

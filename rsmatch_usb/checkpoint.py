@@ -1,23 +1,26 @@
 """Reading and writing checkpoint files safely: no code run on load, no torn file on a crash.
 
 Every checkpoint this tool reads comes through :func:`load` (``weights_only=True``:
-tensors and plain containers only, so a crafted file cannot run code), and
-every checkpoint USB's algorithms write goes through :func:`save` (installed
-over ``AlgorithmBase.save_model`` by :mod:`rsmatch_usb.runtime`), which
-replaces the file only once the new one is completely on disk.
+tensors and plain containers only, so a crafted file cannot run code). Every
+checkpoint USB's algorithms write goes through
+:func:`data_tools.atomic.torch_save` (installed over
+``AlgorithmBase.save_model`` by :mod:`rsmatch_usb.runtime`), which replaces the
+file only once the new one is completely on disk.
 """
+from __future__ import annotations
+
 import pickle
 import re
+from typing import Any
 
 import torch
-from data_tools.atomic import atomic_write
 
 
 class CheckpointError(Exception):
     """A checkpoint file that cannot be loaded safely; the message is one line naming why."""
 
 
-def load(path):
+def load(path: str) -> Any:
     """``torch.load(path, weights_only=True)`` on CPU; raises :class:`CheckpointError` with a one-line reason."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -36,22 +39,10 @@ def load(path):
         raise CheckpointError(f"unreadable ({type(exc).__name__}: {detail})") from None
 
 
-def iterations(path):
+def iterations(path: str) -> int:
     """Completed iterations recorded in the USB checkpoint at ``path``; raises :class:`CheckpointError`."""
     ckpt = load(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "it" not in ckpt:
         raise CheckpointError("not a USB training checkpoint (no 'model'/'it' entries)")
     return int(ckpt["it"])
 
-
-def save(obj, path):
-    """``torch.save(obj, path)`` atomically: a crash or full disk leaves the previous file intact.
-
-    Through :func:`data_tools.atomic.atomic_write`: the data goes to
-    ``<path>.tmp`` in the same folder, is fsynced, and only then replaces
-    ``path``. One writer per run folder is assumed (the train command locks
-    it), so the fixed temporary name suffices and a killed save's leftover is
-    simply overwritten by the next save.
-    """
-    with atomic_write(path, "wb", unique=False) as f:
-        torch.save(obj, f)

@@ -10,15 +10,17 @@ on clean data). Known are: train.py's and the plugin's keys, those of every
 registered algorithm's ``get_argument()`` (USB's configs also carry keys of
 other algorithms, e.g. ``p_cutoff`` for Dash), and :data:`USB_UNPARSED_KEYS`.
 """
+from __future__ import annotations
+
 import argparse
 import dataclasses
 import difflib
 import math
 import re
-from typing import Dict, Mapping
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Set
 
-from data_tools import config_files, numbers
-from data_tools.numbers import NumberRange, check_number
+from data_tools import config_files, number_ranges
+from data_tools.number_ranges import NumberRange, check_number
 from semilearn.algorithms.utils import str2bool
 
 from .algorithms.rsmatch.config import RSMatchConfig, ranges as rsmatch_ranges
@@ -107,10 +109,10 @@ def check_numbers(args: argparse.Namespace, table: Mapping[str, NumberRange] = N
     valid range. ``table`` may be any mapping of key to :class:`NumberRange`
     (an algorithm's own rows, for instance).
     """
-    return numbers.check_numbers(args, table)
+    return number_ranges.check_numbers(args, table)
 
 
-def load_yaml(path):
+def load_yaml(path: str) -> Dict[str, Any]:
     """The ``--c`` config's keys and values (the shared loader; USB's dashes in keys read as underscores)."""
     # USB configs write dashes and underscores interchangeably for distributed keys.
     return {str(k).replace("-", "_"): v for k, v in config_files.load_yaml(path, "--c").items()}
@@ -128,7 +130,7 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message}; see rsmatch-train --help")
 
 
-def base_parser():
+def base_parser() -> argparse.ArgumentParser:
     """USB train.py's arguments (semilearn 0.3.2), the plugin's ``device``, and the RS-SSL data keys."""
     from data_tools.usb import add_data_arguments
 
@@ -206,7 +208,7 @@ def base_parser():
     return p
 
 
-def known_keys(parser):
+def known_keys(parser: argparse.ArgumentParser) -> Set[str]:
     """Every key a config may set: ``parser``'s, every registered algorithm's, and :data:`USB_UNPARSED_KEYS`."""
     from semilearn.core.utils import ALGORITHMS, IMB_ALGORITHMS
 
@@ -222,7 +224,7 @@ def _closest(key, known):
     return f" (did you mean {match[0]}?)" if match else ""
 
 
-def check_keys(keys, known, where):
+def check_keys(keys: Iterable[str], known: Iterable[str], where: str) -> None:
     """A UserError naming the keys in ``keys`` that are not in ``known``, each with its closest known key."""
     unknown = sorted(set(keys) - set(known))
     if unknown:
@@ -231,7 +233,7 @@ def check_keys(keys, known, where):
                         "remove it (no USB algorithm or rsmatch-usb reads it)")
 
 
-def check_leftover_argv(leftover, known):
+def check_leftover_argv(leftover: List[str], known: Iterable[str]) -> None:
     """A UserError for command-line words the parser did not take (a misspelled ``--flag``); ``known``: its keys."""
     if not leftover:
         return
@@ -243,7 +245,7 @@ def check_leftover_argv(leftover, known):
     raise UserError(f"unknown flag {word.split('=', 1)[0]}{hint}; see rsmatch-train --help")
 
 
-def algorithm_arguments(algorithm, imb_algorithm=None):
+def algorithm_arguments(algorithm: str, imb_algorithm: Optional[str] = None) -> List[Any]:
     """The ``get_argument()`` list of ``algorithm`` (and of ``imb_algorithm``); an unknown name is a UserError.
 
     Whatever the installed semilearn registered counts (USB main's extra algorithms too).
@@ -262,7 +264,7 @@ def algorithm_arguments(algorithm, imb_algorithm=None):
     return extra
 
 
-def get_config(argv=None):
+def get_config(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Parse ``argv`` the way USB's train.py does, including ``get_argument()`` of the algorithm.
 
     Numeric values are then checked (:data:`NUMERIC_KEYS`, :func:`numeric_fallbacks`): a bad one is a

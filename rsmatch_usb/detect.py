@@ -18,6 +18,8 @@ reports).
 Usage: ``rsmatch-detect RUN_OR_CHECKPOINT IMAGES --csv scores.csv [--keep-real DIR]``
 (also ``python -m rsmatch_usb.detect``).
 """
+from __future__ import annotations
+
 import argparse
 import csv
 import os
@@ -32,6 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from data_tools.devices import resolve_device
 from data_tools.errors import command_name
 from data_tools.imageset import ImageSet
 from data_tools.run_folder import CHECKPOINTS
@@ -273,7 +276,7 @@ def input_root(spec: str) -> Optional[str]:
     return None
 
 
-def check_outputs(args) -> None:
+def check_outputs(args: argparse.Namespace) -> None:
     """Refuse outputs that exist (without --overwrite), a non-empty --keep-real, and anything inside a folder IMAGES."""
     for flag, path in (("--csv", args.csv), ("--histogram", args.histogram)):
         if os.path.exists(path) and os.path.exists(args.images) and os.path.samefile(path, args.images):
@@ -294,7 +297,7 @@ def check_outputs(args) -> None:
                                 "write it elsewhere")
 
 
-def parse_args(argv=None):
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=PROG, description=__doc__.split("\n\n")[0].split(": ", 1)[1],
         epilog="Exit codes: 0 done, 2 bad input (one 'rsmatch-detect: error:' line; nothing written).")
@@ -324,16 +327,14 @@ def parse_args(argv=None):
     return args
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         raise UserError(f"--threshold {args.threshold} is not a score; give a number in [0, 1]")
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size} must be >= 1")
     if args.img_size is not None and args.img_size < 1:
         raise UserError(f"--img-size {args.img_size} must be >= 1")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible; use --device cpu")
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
+    device = resolve_device(args.device, setting="--device")
     check_outputs(args)
     detector = load_run_detector(args.run, {"dataset": args.dataset, "img_size": args.img_size,
                                             "crop_ratio": args.crop_ratio})
@@ -366,7 +367,7 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``rsmatch-detect``; returns the exit code."""
     args = parse_args(argv)
     try:

@@ -1,11 +1,13 @@
 """Short hashes of model state, logged at the end of a run to show that DDP ranks stayed identical."""
 import hashlib
+import logging
 import re
+from typing import Dict, Iterable
 
 import torch
 
 
-def fingerprint(tensors):
+def fingerprint(tensors: Iterable[torch.Tensor]) -> str:
     """The first 16 hex digits of the SHA-256 of ``tensors``' bytes, in order."""
     digest = hashlib.sha256()
     for t in tensors:
@@ -13,7 +15,7 @@ def fingerprint(tensors):
     return digest.hexdigest()[:16]
 
 
-def log_fingerprint(logger, what, value):
+def log_fingerprint(logger: logging.Logger, what: str, value: str) -> None:
     """Log ``what`` and its fingerprint ``value`` once, at INFO.
 
     Under DDP every rank's value is gathered and rank 0 logs them all on one
@@ -36,7 +38,7 @@ def log_fingerprint(logger, what, value):
         logger.warning(f"{what} {per_rank} (the ranks DIFFER)")
 
 
-def logged_fingerprints(text, what):
+def logged_fingerprints(text: str, what: str) -> Dict[str, str]:
     """``{rank: fingerprint}`` from the line :func:`log_fingerprint` wrote for ``what`` in log ``text``.
 
     ``{"0": value}`` for a run without DDP; ``{}`` when no such line is there.

@@ -8,13 +8,15 @@ loadable by USB's eval.py into the plain net) stay exactly USB's. The heads
 train with the backbone's optimizer and schedule, follow it to its device (and
 into DDP), and are saved under ``extra_heads``.
 """
+from typing import Any, Dict, Tuple
+
 import torch
 import torch.nn as nn
 from semilearn.core.hooks import Hook
 from semilearn.core.utils import get_optimizer, get_cosine_schedule_with_warmup
 
 
-def unwrap(module):
+def unwrap(module: nn.Module) -> nn.Module:
     """The module inside a DataParallel/DistributedDataParallel wrapper."""
     return module.module if hasattr(module, "module") else module
 
@@ -30,7 +32,7 @@ class HeadSet(nn.Module):
         super().__init__()
         self.heads = nn.ModuleDict(heads)
 
-    def forward(self, feat):
+    def forward(self, feat: torch.Tensor) -> Dict[str, torch.Tensor]:
         return {name: head(feat) for name, head in self.heads.items()}
 
     def __getitem__(self, name):
@@ -56,7 +58,7 @@ class _Trainable(nn.Module):
 class HeadPlacementHook(Hook):
     """Puts the heads on the backbone's device (in DDP when distributed); clears their gradients each step."""
 
-    def before_run(self, algorithm):
+    def before_run(self, algorithm: Any) -> None:
         heads = unwrap(algorithm.extra_heads)
         device = next(algorithm.model.parameters()).device
         heads.to(device)
@@ -67,7 +69,7 @@ class HeadPlacementHook(Hook):
         else:
             algorithm.extra_heads = heads
 
-    def after_train_step(self, algorithm):
+    def after_train_step(self, algorithm: Any) -> None:
         # USB's ParamUpdateHook (run just before this one) zeroes only
         # algorithm.model's gradients; without this the heads' would accumulate.
         algorithm.extra_heads.zero_grad(set_to_none=True)
@@ -80,11 +82,11 @@ class ExtraHeadsMixin:
     ``self.extra_heads(feat)`` in their train step.
     """
 
-    def build_extra_heads(self, num_features):
+    def build_extra_heads(self, num_features: int) -> Dict[str, nn.Module]:
         """Return ``{name: nn.Module}`` of heads that take pooled features."""
         raise NotImplementedError
 
-    def set_model(self):
+    def set_model(self) -> nn.Module:
         model = super().set_model()
         # Initialise the heads from a private RNG stream: the global stream then
         # advances exactly as for the base algorithm, so data order, augmentation
@@ -94,7 +96,7 @@ class ExtraHeadsMixin:
             self.extra_heads = HeadSet(self.build_extra_heads(model.num_features))
         return model
 
-    def set_optimizer(self):
+    def set_optimizer(self) -> Tuple[torch.optim.Optimizer, Any]:
         self.print_fn("Create optimizer and scheduler (backbone + extra heads)")
         optimizer = get_optimizer(_Trainable(self.model, self.extra_heads), self.args.optim, self.args.lr,
                                   self.args.momentum, self.args.weight_decay, self.args.layer_decay)
@@ -102,16 +104,16 @@ class ExtraHeadsMixin:
                                                     num_warmup_steps=self.args.num_warmup_iter)
         return optimizer, scheduler
 
-    def set_hooks(self):
+    def set_hooks(self) -> None:
         super().set_hooks()
         self.register_hook(HeadPlacementHook(), "HeadPlacementHook", "VERY_HIGH")
 
-    def get_save_dict(self):
+    def get_save_dict(self) -> Dict[str, Any]:
         save_dict = super().get_save_dict()
         save_dict["extra_heads"] = unwrap(self.extra_heads).state_dict()
         return save_dict
 
-    def load_model(self, load_path):
+    def load_model(self, load_path: str) -> Dict[str, Any]:
         # Heads on the backbone's device before the optimizer state is loaded: torch
         # puts each parameter's state (e.g. SGD momentum) on that parameter's device,
         # and HeadPlacementHook would move only the heads later (GPU resume).

@@ -7,6 +7,11 @@ expose ``num_features``, ``extract`` (feature maps), ``group_matcher`` and
 and RSMatch's extra heads, can use them; tests and the embedded demo train in
 seconds per hundred iterations on 2 cores.
 """
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Union
+
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -53,14 +58,15 @@ class TinyResNet(nn.Module):
         self.num_features = in_ch
         self.classifier = nn.Linear(in_ch, num_classes)
 
-    def extract(self, x):
+    def extract(self, x: torch.Tensor) -> torch.Tensor:
         out = F.leaky_relu(self.bn1(self.conv1(x)), 0.1)
         out = self.blocks(out)
         if out.shape[-1] != self.feature_map_size:
             out = F.adaptive_avg_pool2d(out, self.feature_map_size)
         return out
 
-    def forward(self, x, only_fc=False, only_feat=False, **kwargs):
+    def forward(self, x: torch.Tensor, only_fc: bool = False, only_feat: bool = False,
+                **kwargs: Any) -> Union[torch.Tensor, Dict[str, torch.Tensor]]:
         if only_fc:
             return self.classifier(x)
         feat = F.adaptive_avg_pool2d(self.extract(x), 1).flatten(1)
@@ -68,22 +74,24 @@ class TinyResNet(nn.Module):
             return feat
         return {"logits": self.classifier(feat), "feat": feat}
 
-    def group_matcher(self, coarse=False, prefix=""):
+    def group_matcher(self, coarse: bool = False, prefix: str = "") -> Dict[str, str]:
         return dict(stem=rf"^{prefix}conv1|^{prefix}bn1",
                     blocks=rf"^{prefix}blocks\.(\d+)")
 
-    def no_weight_decay(self):
+    def no_weight_decay(self) -> List[str]:
         return [n for n, _ in self.named_parameters() if "bn" in n or "bias" in n]
 
 
-def resnet_tiny(num_classes=10, pretrained=False, pretrained_path=None, **kwargs):
+def resnet_tiny(num_classes: int = 10, pretrained: bool = False, pretrained_path: Any = None,
+                **kwargs: Any) -> TinyResNet:
     """TinyResNet with widths 16/32/64 (about 0.1M parameters)."""
     if pretrained:
         raise UserError("net: resnet_tiny has no pretrained weights; set use_pretrain: False")
     return TinyResNet(num_classes, **kwargs)
 
 
-def resnet_micro(num_classes=10, pretrained=False, pretrained_path=None, **kwargs):
+def resnet_micro(num_classes: int = 10, pretrained: bool = False, pretrained_path: Any = None,
+                 **kwargs: Any) -> TinyResNet:
     """TinyResNet with widths 8/16/32 for the fastest tests."""
     if pretrained:
         raise UserError("net: resnet_micro has no pretrained weights; set use_pretrain: False")
@@ -93,7 +101,7 @@ def resnet_micro(num_classes=10, pretrained=False, pretrained_path=None, **kwarg
 PLUGIN_NETS = {"resnet_tiny": resnet_tiny, "resnet_micro": resnet_micro}
 
 
-def get_net_builder(net_name, from_name=False):
+def get_net_builder(net_name: str, from_name: bool = False) -> Callable[..., nn.Module]:
     """Return the builder for ``net``: a plugin net, a USB net, or a torchvision model.
 
     Unlike semilearn's lookup, an unknown name is a :class:`UserError` listing

@@ -5,11 +5,13 @@ RS-SSL datasets (:mod:`data_tools`) keep, beside each unlabeled image,
 ``"real"``). The evaluation hooks read them here; a train step reads them
 only under the diagnostic ``detector_oracle`` (RSMatch routing by the truth).
 """
+from typing import Any, Dict, Optional, Sequence, Tuple
+
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
 
-def unlabeled_origin(algorithm):
+def unlabeled_origin(algorithm: Any) -> Optional[Tuple[np.ndarray, np.ndarray, list]]:
     """``(is_synthetic, source, source_names)`` of the unlabeled set, or None when the dataset has no flags."""
     data = getattr(algorithm.dataset_dict["train_ulb"], "data", None)
     flags = getattr(data, "is_synthetic", None)
@@ -22,7 +24,8 @@ def unlabeled_origin(algorithm):
     return flags, source, names
 
 
-def auroc_by_source(key, truth, scores, source, names):
+def auroc_by_source(key: str, truth: Sequence[bool], scores: Sequence[float], source: Sequence[int],
+                    names: Sequence[str]) -> Dict[str, float]:
     """``{key: AUROC}`` over all samples, plus ``{key/<name>: AUROC}`` of each synthetic source vs the real.
 
     Per-source values are given only when two or more synthetic sources are

@@ -25,8 +25,11 @@ Installed by :func:`rsmatch_usb.runtime.activate` for every algorithm:
   with ``weights_only=True``; :func:`restore` (run by ``load_model``) puts
   them back and positions the samplers.
 """
+from __future__ import annotations
+
 import os
 import random
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -103,7 +106,7 @@ class ResumableWeightedSampler(_Resumable, WeightedDistributedSampler):
 SAMPLERS = {"RandomSampler": ResumableRandomSampler, "WeightedRandomSampler": ResumableWeightedSampler}
 
 
-def prepare_loaders(loader_dict):
+def prepare_loaders(loader_dict: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     """Seed the resumable train loaders per batch; make every loader draw its iterator seed privately."""
     for loader in (loader_dict or {}).values():
         if not isinstance(loader, torch.utils.data.DataLoader):
@@ -145,12 +148,12 @@ def _set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def state(algorithm):
+def state(algorithm: Any) -> Dict[str, Any]:
     """The ``resume_state`` entry of a checkpoint: RNG states and the train loaders' base seeds."""
     return {"rng": _rng_state(), "data_seeds": {name: s.seed_base for name, s in _resumable(algorithm).items()}}
 
 
-def restore(algorithm, checkpoint):
+def restore(algorithm: Any, checkpoint: Dict[str, Any]) -> None:
     """Continue where ``checkpoint`` left off: epoch, position in it, data seeds and RNG states.
 
     USB stores ``epoch + 1`` even for a mid-epoch checkpoint, so with USB's

@@ -9,8 +9,11 @@ exact resume, the structured metrics hook and a GradScaler that resumes from a
 CPU checkpoint are installed, so USB's GPU path (single GPU, DDP with NCCL) is
 otherwise USB's own.
 """
+from __future__ import annotations
+
 import os
 import time
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -24,16 +27,16 @@ class WallClockEvent:
     def __init__(self, enable_timing=True, **kwargs):
         self._t = None
 
-    def record(self, stream=None):
+    def record(self, stream: Any = None) -> None:
         self._t = time.perf_counter()
 
-    def synchronize(self):
+    def synchronize(self) -> None:
         pass
 
-    def query(self):
+    def query(self) -> bool:
         return True
 
-    def elapsed_time(self, end):
+    def elapsed_time(self, end: WallClockEvent) -> float:
         """Milliseconds from this event to ``end``, as CUDA events report."""
         if self._t is None or end._t is None:
             return 0.0
@@ -53,7 +56,7 @@ class ResumableGradScaler(torch.amp.GradScaler):
     yet": the scaler keeps its fresh initial scale.
     """
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict) -> None:
         if not state_dict:
             return
         super().load_state_dict(state_dict)
@@ -88,16 +91,17 @@ def _after_run_recording_completed_iterations(original):
 
 
 def _save_model_atomically(self, save_name, save_path):
-    """AlgorithmBase.save_model, writing through :func:`rsmatch_usb.checkpoint.save`.
+    """AlgorithmBase.save_model, writing through :func:`data_tools.atomic.torch_save`.
 
     A failed write (a full disk) raises its OSError with the previous checkpoint
-    intact; the train command reports it as one error line.
+    intact; the train command reports it as one error line. One writer per run
+    folder (the train command locks it), so the fixed temporary name suffices.
     """
-    from . import checkpoint
+    from data_tools.atomic import torch_save
 
     path = os.path.join(save_path, save_name)
     os.makedirs(save_path, exist_ok=True)
-    checkpoint.save(self.get_save_dict(), path)
+    torch_save(self.get_save_dict(), path)
     self.print_fn(f"model saved: {path}")
 
 
@@ -142,29 +146,15 @@ def _patch(owner, name, value):
     setattr(owner, name, value)
 
 
-def resolve_device(requested, gpu_request=()):
-    """Map the ``device`` config key (auto, cpu, cuda) to a torch device type.
+def resolve_device(requested: Optional[str], gpu_request: Sequence[str] = ()) -> str:
+    """The train command's ``device`` key: :func:`data_tools.devices.resolve_device`, the one resolver.
 
-    ``gpu_request``: the config's keys that ask for a GPU (e.g. ``gpu: 0``).
-    Under ``auto`` they make a GPU a requirement: a job without a GPU (or with
-    a driver too old for torch) stops with one error line instead of quietly
-    training on the CPU.
+    Imported when called: this module imports nothing of the project at load
+    (the USB export's test loads it alone into a USB checkout).
     """
-    from .errors import UserError
+    from data_tools.devices import resolve_device as resolve
 
-    requested = str(requested or "auto").lower()
-    if requested not in ("auto", "cpu", "cuda"):
-        raise UserError(f"device: {requested!r} is not one of auto, cpu, cuda; fix the 'device' key")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise UserError("device: cuda was requested but no CUDA GPU is visible to torch; "
-                        "set 'device: cpu' (or 'auto') or run on a machine with a GPU")
-    if requested == "auto" and gpu_request and not torch.cuda.is_available():
-        raise UserError(f"device: auto found no CUDA GPU visible to torch, but the config asks for one "
-                        f"({', '.join(gpu_request)}); run where torch sees a GPU, or set 'device: cpu' "
-                        "to train on the CPU")
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
+    return resolve(requested, gpu_request=gpu_request)
 
 
 def _restore(owner, name):
@@ -177,7 +167,7 @@ def _restore(owner, name):
 _CPU_ONLY = ((torch.Tensor, "cuda"), (torch.cuda, "Event"), (torch.cuda, "synchronize"))
 
 
-def activate(device):
+def activate(device: str) -> None:
     """Install the adaptations for ``device`` ('cpu' or 'cuda'); idempotent.
 
     Switching device in one process (a notebook, a library user) removes the
@@ -223,7 +213,7 @@ def activate(device):
             _restore(owner, name)
 
 
-def activate_cpu():
+def activate_cpu() -> None:
     """Install only the CPU stand-ins for semilearn's CUDA calls; idempotent.
 
     Part of :func:`activate`. It needs nothing else from the plugin, so this
@@ -252,7 +242,7 @@ def _send_model_cpu(args, model, clip_batch=True):
     return model
 
 
-def activate_script_cpu():
+def activate_script_cpu() -> None:
     """What USB's own train.py needs on the CPU beyond :func:`activate_cpu` (``rsmatch-usb-train``); idempotent.
 
     Its main_worker picks the logging process by ``rank % torch.cuda.device_count()``,
@@ -266,12 +256,12 @@ def activate_script_cpu():
     _patch(usb_utils, "send_model_cuda", _send_model_cpu)
 
 
-def patch(owner, name, value):
+def patch(owner: Any, name: str, value: Any) -> None:
     """Replace ``owner.name`` with ``value`` until :func:`deactivate` (a launcher's own hooks into semilearn)."""
     _patch(owner, name, value)
 
 
-def deactivate():
+def deactivate() -> None:
     """Undo :func:`activate` (used by tests that run several configs in one process)."""
     for (owner, name), value in _ORIGINALS.items():
         setattr(owner, name, value)

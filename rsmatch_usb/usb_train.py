@@ -35,6 +35,7 @@ from typing import Callable, List, Optional, Tuple
 import torch.multiprocessing
 
 from data_tools import config_files
+from data_tools.devices import resolve_device
 
 from . import runtime
 from .errors import UserError, report
@@ -105,7 +106,7 @@ def config_values(flags: List[str]) -> dict:
     return {str(k).replace("-", "_"): v for k, v in config_files.load_yaml(path, "--c").items()}
 
 
-def resolve_device(values: dict) -> str:
+def device_of(values: dict) -> str:
     """The run's device from the config's ``device`` key, as ``rsmatch-train`` resolves it.
 
     Only the file's own keys ask for a GPU: train.py's default ``dist_backend`` is nccl.
@@ -115,7 +116,7 @@ def resolve_device(values: dict) -> str:
     gpu = values.get("gpu")
     asked = argparse.Namespace(gpu=None if gpu in (None, "None", "none", "") else gpu,
                                dist_backend=values.get("dist_backend"), amp=values.get("amp") is True)
-    return runtime.resolve_device(values.get("device", "auto"), gpu_request=gpu_request(asked))
+    return resolve_device(values.get("device", "auto"), gpu_request=gpu_request(asked))
 
 
 def over_write_args_from_file(device: str) -> Callable:
@@ -221,7 +222,7 @@ def cli(argv: Optional[List[str]] = None) -> int:
         package = checkout_semilearn(script)
         if package is not None and _imported_semilearn() != package:
             _restart_with(package, argv)
-        device = resolve_device(config_values(flags))
+        device = device_of(config_values(flags))
         install(device)
         return run_script(script, flags)
     except UserError as exc:

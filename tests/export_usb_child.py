@@ -145,8 +145,9 @@ algorithm = get_algorithm(args, TinyNet, None, None)
 assert type(algorithm).__name__ == "RSFixMatch" and type(algorithm).__module__ == registered.__module__
 algorithm.train()
 
+# weights_only: the exported RSMatch's checkpoint holds tensors and plain containers only, as the plugin's does.
 checkpoint = torch.load(os.path.join(save_dir, args.save_name, "latest_model.pth"), map_location="cpu",
-                        weights_only=False)
+                        weights_only=True)
 parts = [algorithm, algorithm.extra_heads, algorithm.csqueue, algorithm.detector, algorithm.detector.net,
          algorithm.detector.ema]
 print(json.dumps({

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from conftest import run_train, tiny_config, write_config
-from data_tools import inspect as data_inspect
+from rsmatch_usb import inspect_data
 
 
 pytestmark = pytest.mark.usefixtures("bundled_digits")
@@ -127,17 +127,18 @@ def test_load_error_names_the_file(tmp_path):
 
 def test_inspect_prints_counts_and_alpha(tmp_path, capsys):
     path = write_config(tmp_path, tiny_config(tmp_path, synthetic_source="bundled", synthetic_ratio=0.5))
-    assert data_inspect.main(["--c", path]) == 0
+    assert inspect_data.main(["--c", path]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[1].split() == ["class", "labeled", "real_unlabeled", "synthetic_unlabeled", "eval"]
+    assert out[1] == "eval split: test (450 images)"
+    assert out[2].split() == ["class", "labeled", "real_unlabeled", "synthetic_unlabeled", "eval"]
     assert out[-2].split() == ["total", "40", "1347", "674", "450"]
     assert out[-1].startswith("alpha achieved: 0.5004 (674 synthetic / 1347 real unlabeled")
-    per_class = [line.split() for line in out[2:12]]
+    per_class = [line.split() for line in out[3:13]]
     assert {int(r[3]) for r in per_class} == {67, 68} and all(r[1] == "4" for r in per_class)
 
 
 def test_inspect_bad_input(tmp_path, capsys):
     path = write_config(tmp_path, tiny_config(tmp_path, synthetic_source="bundled", synthetic_ratio=-1))
-    assert data_inspect.main(["--c", path]) == 2
+    assert inspect_data.main(["--c", path]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("python -m data_tools.inspect: error: synthetic_ratio")
+    assert len(err.splitlines()) == 1 and err.startswith("python -m rsmatch_usb.inspect_data: error: synthetic_ratio")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import build_datasets, digits_args, read_log, run_train, tiny_config
-from data_tools import inspect as data_inspect
 from data_tools import mixing, synthetic, usb
+from rsmatch_usb import inspect_data
 from rsmatch_usb.errors import UserError
 from rsmatch_usb.origin import auroc_by_source
 
@@ -164,9 +164,9 @@ def test_inspect_prints_counts_per_source(tmp_path, sources, capsys):
     from conftest import write_config
 
     cfg = tiny_config(tmp_path, synthetic_source=weighted(sources), synthetic_ratio=1.0)
-    assert data_inspect.main(["--c", write_config(tmp_path, cfg)]) == 0
+    assert inspect_data.main(["--c", write_config(tmp_path, cfg)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split() == ["class", "labeled", "real_unlabeled", "synthetic_unlabeled", "synthetic:ddim",
+    assert lines[2].split() == ["class", "labeled", "real_unlabeled", "synthetic_unlabeled", "synthetic:ddim",
                                 "synthetic:fewstep", "synthetic:cgan", "eval"]
     total = next(line for line in lines if line.startswith("total")).split()
     assert total[1:] == ["40", "1347", "1347", "337", "337", "673", "450"]

@@ -265,7 +265,7 @@ def test_stl10_matches_usb(tmp_path, monkeypatch, private_split_files):
 
 def test_class_matching_rules():
     from data_tools.class_names import CIFAR100
-    from data_tools.synthesize import folder_names
+    from data_tools.synthesis.output import folder_names
     from data_tools.synthetic import ClassMatcher
 
     names = ["crane", "tench", "Crane", "café au lait", *CIFAR100]
@@ -280,7 +280,7 @@ def test_class_matching_rules():
 
 def test_synthesize_folders_map_back_to_their_classes(tmp_path):
     """Folders as data_tools.synthesize names them, a shared name included ("crane", "Crane_2")."""
-    from data_tools.synthesize import folder_names
+    from data_tools.synthesis.output import folder_names
 
     names = ["crane", "tench", "Crane", "café"]
     root = make_tree(tmp_path / "synth", {f: 1 + i for i, f in enumerate(folder_names(names))})

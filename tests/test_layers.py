@@ -1,4 +1,6 @@
 """The layers point one way: errors at the bottom, data readers without semilearn, one bad-input exit code."""
+import ast
+import glob
 import json
 import os
 import subprocess
@@ -43,6 +45,76 @@ def _run_script(script, tmp_path, *argv):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+# Each package and the packages above it (data layer < plugin < tools): none may import these.
+HIGHER = {"data_tools": ("rsmatch_usb", "benchmark_configs"), "rsmatch_usb": ("benchmark_configs",)}
+
+IMPORT_EVERY_MODULE = """
+import importlib, json, pkgutil, sys
+import data_tools
+names = sorted(m.name for m in pkgutil.iter_modules(data_tools.__path__, "data_tools."))
+for name in names:
+    importlib.import_module(name)
+print(json.dumps({"imported": names,
+                  "loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("rsmatch_usb", "benchmark_configs"))}))
+"""
+
+
+def _imports(path, package):
+    """``(line, module)`` of every import in the file at ``path`` (of ``package``): those inside
+    functions, relative ones and ``importlib.import_module("...")`` included."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), filename=path)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[:len(package.split(".")) + 1 - node.level] if node.level else []
+            found += [(node.lineno, ".".join(base + [node.module] if node.module else base + [alias.name]))
+                      for alias in node.names]
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+              and node.args and isinstance(node.args[0], ast.Constant)):
+            found.append((node.lineno, str(node.args[0].value)))
+    return found
+
+
+def _package(path):
+    return os.path.relpath(os.path.dirname(path), REPO).replace(os.sep, ".")
+
+
+@pytest.mark.parametrize("package", sorted(HIGHER))
+def test_no_module_imports_a_higher_layer(package):
+    files = glob.glob(os.path.join(REPO, package, "**", "*.py"), recursive=True)
+    assert len(files) > 5
+    upward = [f"{os.path.relpath(path, REPO)}:{line} imports {module}" for path in files
+              for line, module in _imports(path, _package(path)) if module.split(".")[0] in HIGHER[package]]
+    assert upward == []
+
+
+def test_the_import_scanner_sees_relative_and_late_imports(tmp_path):
+    """The static check above misses none of these shapes."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("from . import errors\nfrom .. import rsmatch_usb\nfrom .mixing import mix\n"
+                     "def late():\n    from rsmatch_usb import config\n"
+                     "    importlib.import_module('benchmark_configs.run')\n")
+    found = sorted(module for _, module in _imports(str(probe), "data_tools"))
+    assert found == ["benchmark_configs.run", "data_tools.errors", "data_tools.mixing", "rsmatch_usb", "rsmatch_usb"]
+
+
+def test_importing_every_data_module_loads_neither_the_plugin_nor_the_tools(tmp_path):
+    found = _run_script(IMPORT_EVERY_MODULE, tmp_path)
+    assert "data_tools.mixing" in found["imported"] and "data_tools.synthesize" in found["imported"]
+    assert found["loaded"] == []
+
+
+def test_no_module_shadows_the_standard_library():
+    """A module named like one of the standard library's (``inspect``) is what ``import inspect`` finds
+    when its folder is first on ``sys.path`` (running a file of that folder as a script)."""
+    names = {os.path.splitext(os.path.basename(p))[0] for package in ("data_tools", "rsmatch_usb", "benchmark_configs")
+             for p in glob.glob(os.path.join(REPO, package, "**", "*.py"), recursive=True)}
+    assert sorted(names & set(sys.stdlib_module_names)) == []
+
+
 def test_reading_a_synthetic_source_imports_neither_semilearn_nor_the_algorithms(tmp_path):
     found = _run_script(READ_NPZ, tmp_path, str(tmp_path / "s.npz"))
     assert found["labels"] == [0, 1, 1]
@@ -59,12 +131,14 @@ def test_the_runner_reads_run_folders_without_semilearn_or_the_algorithms(tmp_pa
 def test_every_bad_input_error_is_the_one_user_error():
     from benchmark_configs import gpu_selfcheck, overhead, report, run
     from data_tools import errors
-    from data_tools.synthesize import SynthesisError
+    from data_tools.synthesis import models
     from rsmatch_usb import errors as plugin_errors
 
     assert plugin_errors.UserError is errors.UserError
-    for cls in (SynthesisError, run.InputError, report.InputError, overhead.InputError, gpu_selfcheck.InputError):
-        assert issubclass(cls, errors.UserError), cls
+    assert issubclass(errors.InputError, errors.UserError)
+    # The tools' bad-flag error is the one InputError, not a class of their own.
+    for module in (models, run, report, overhead, gpu_selfcheck):
+        assert module.InputError is errors.InputError, module.__name__
 
 
 def test_report_is_one_line_and_the_bad_input_exit_code(capsys):

@@ -125,7 +125,7 @@ def test_every_usb_fixmatch_config_and_committed_config_is_in_range(tmp_path):
     import glob
 
     from data_tools.config_files import parse_yaml, load_yaml
-    from data_tools.numbers import check_number
+    from data_tools.number_ranges import check_number
     from rsmatch_usb.config import NUMERIC_KEYS
     from rsmatch_usb.upstream.usb_configs import read_table
 

@@ -1,4 +1,4 @@
-"""Tests of data_tools.synthesize and data_tools.class_names.
+"""Tests of data_tools.synthesize (and its parts, data_tools.synthesis) and data_tools.class_names.
 
 Tiny text-to-image and text-to-text models with random weights are built
 from configs once per session, so nothing touches the Hugging Face hub.
@@ -15,6 +15,8 @@ import torch
 from PIL import Image
 
 from data_tools import synthesize as synth
+from data_tools.synthesis import output, prompts as prompting
+from data_tools.synthesis.seeds import image_seed
 from data_tools.class_names import CIFAR10, CIFAR100, DIGITS, DIGITS_PROMPT, load_class_names
 
 CLASSES = ["red apple", "sea_turtle", "Crane"]
@@ -140,18 +142,18 @@ def _snapshot(folder):
 def test_run_writes_images_manifest_and_prompts(reference_run, tiny_models):
     out = reference_run
     rows = _manifest(out)
-    assert tuple(rows[0]) == synth.MANIFEST_COLUMNS
+    assert tuple(rows[0]) == output.MANIFEST_COLUMNS
     rows = rows[1:]
     assert len(rows) == len(CLASSES) * IMAGES_PER_CLASS
     assert len({r[0] for r in rows}) == len(rows)
     prompts = json.loads((out / "prompts.json").read_text())["classes"]
-    folders = synth.folder_names(CLASSES)
+    folders = output.folder_names(CLASSES)
     assert folders == ["red_apple", "sea_turtle", "Crane"]
     for path, label, name, prompt, seed, generator in rows:
         c, i = map(int, os.path.basename(path)[:-4].split("_"))
         assert path == f"{folders[c]}/{c}_{i}.png" and int(label) == c and name == CLASSES[c]
         assert prompt == prompts[c]["prompts"][i % len(prompts[c]["prompts"])]["prompt"]
-        assert int(seed) == synth.image_seed(7, c, i)
+        assert int(seed) == image_seed(7, c, i)
         assert generator == tiny_models["t2i"]
         with Image.open(out / path) as im:
             assert im.size == (SIZE, SIZE) and im.mode == "RGB"
@@ -166,9 +168,9 @@ def test_t5_prompts_come_from_the_text_to_text_model(reference_run, tiny_models)
     model = (AutoTokenizer.from_pretrained(tiny_models["t5"]),
              AutoModelForSeq2SeqLM.from_pretrained(tiny_models["t5"]))
     names = [n.replace("_", " ") for n in CLASSES]
-    expected = synth.make_prompts(names, "t5", prompt_model=model, prompts_per_class=3, seed=7)
+    expected = prompting.make_prompts(names, "t5", prompt_model=model, prompts_per_class=3, seed=7)
     assert [entry["prompts"] for entry in saved] == expected
-    templates = {t.format(n) for t in synth.TEMPLATES for n in names}
+    templates = {t.format(n) for t in prompting.TEMPLATES for n in names}
     for plist in expected:
         assert len(plist) == 3
         for p in plist:
@@ -179,7 +181,7 @@ def test_t5_prompts_come_from_the_text_to_text_model(reference_run, tiny_models)
 def test_interrupted_run_resumes_to_identical_files(reference_run, tiny_models, class_file,
                                                     tmp_path, monkeypatch):
     out = tmp_path / "resumed"
-    real_write, calls = synth._write_png, []
+    real_write, calls = output.write_png, []
 
     def crash_after_five(image, path):
         if len(calls) == 5:  # mid-batch: image 1 of class 1's first batch of 3
@@ -187,10 +189,10 @@ def test_interrupted_run_resumes_to_identical_files(reference_run, tiny_models, 
         calls.append(path)
         real_write(image, path)
 
-    monkeypatch.setattr(synth, "_write_png", crash_after_five)
+    monkeypatch.setattr(output, "write_png", crash_after_five)
     assert synth.main(_args(class_file, out, tiny_models)) == 130
     assert len(_manifest(out)) == 1 + 5
-    monkeypatch.setattr(synth, "_write_png", real_write)
+    monkeypatch.setattr(output, "write_png", real_write)
 
     assert synth.main(_args(class_file, out, tiny_models)) == 0
     rows = _manifest(out)
@@ -236,7 +238,7 @@ def _expect_error(capsys, argv, fragment, out):
     assert synth.main(argv) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert len(lines) == 1 and lines[0].startswith("python -m data_tools.synthesize: error: "), captured.err
     assert fragment in lines[0]
     assert "Traceback" not in captured.err and captured.out == ""
     assert _snapshot(out) == before
@@ -245,8 +247,9 @@ def _expect_error(capsys, argv, fragment, out):
 
 @pytest.mark.parametrize("argv_patch, fragment", [
     ({"--classes": "cifar11"}, "unknown class list 'cifar11'"),
-    ({"--images-per-class": "0"}, "--images-per-class must be a positive integer"),
-    ({"--images-per-class": "-3"}, "--images-per-class must be a positive integer"),
+    ({"--images-per-class": "0"}, "--images-per-class: 0 is not valid; give an integer >= 1"),
+    ({"--images-per-class": "-3"}, "--images-per-class: -3 is not valid; give an integer >= 1"),
+    ({"--device": "tpu"}, "--device: 'tpu' is not one of auto, cpu, cuda, cuda:N"),
     ({"--classes": "EMPTY"}, "lists no class names"),
     ({"--classes": "digits", "--image-size": None}, "--image-size is required for digits"),
     ({"--model": "no-such-org/no-such-model"},
@@ -335,14 +338,14 @@ def test_class_file_and_tiny_imagenet(tmp_path):
 
 
 def test_folder_names_are_safe_and_unique():
-    assert synth.folder_names(["crane", "Crane", "crane", "a/b c", "café", "..", "con"]) == [
+    assert output.folder_names(["crane", "Crane", "crane", "a/b c", "café", "..", "con"]) == [
         "crane", "Crane_1", "crane_2", "a_b_c", "cafe", "class", "con_"]
 
 
 def test_image_seeds_are_distinct_and_stable():
-    seeds = {synth.image_seed(0, c, i) for c in range(10) for i in range(100)}
+    seeds = {image_seed(0, c, i) for c in range(10) for i in range(100)}
     assert len(seeds) == 1000 and all(0 <= s < 2 ** 63 for s in seeds)
-    assert synth.image_seed(0, 1, 2) == synth.image_seed(0, 1, 2) != synth.image_seed(1, 1, 2)
+    assert image_seed(0, 1, 2) == image_seed(0, 1, 2) != image_seed(1, 1, 2)
 
 
 def test_more_images_per_class_extends_a_set(reference_run, tiny_models, class_file, tmp_path):

@@ -6,6 +6,9 @@ algorithm imports another's folder. The helpers RSMatch's USB export carries
 (image reads, the private RNG stream, the extra-state and CPU-input mixins)
 are in :mod:`.utils`.
 """
+from typing import Any, Optional, Sequence, Tuple
+
+import numpy as np
 import torch
 from semilearn.core.hooks import Hook
 from torch.utils.data import DataLoader, Dataset
@@ -20,7 +23,7 @@ from .utils import read_image
 MAX_AUROC_SAMPLES = 1000
 
 
-def forward_all(algorithm, parts):
+def forward_all(algorithm: Any, parts: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
     """Logits and features of the concatenated inputs ``parts``, in one pass when ``use_cat``."""
     if algorithm.use_cat:
         out = algorithm.model(torch.cat(parts))
@@ -29,7 +32,7 @@ def forward_all(algorithm, parts):
     return torch.cat([o["logits"] for o in outs]), torch.cat([o["feat"] for o in outs])
 
 
-def at_eval_on_main_rank(hook, algorithm):
+def at_eval_on_main_rank(hook: Hook, algorithm: Any) -> bool:
     """True at USB's evaluation iterations (every ``num_eval_iter`` and the last), on the main process only."""
     if not (hook.every_n_iters(algorithm, algorithm.num_eval_iter) or hook.is_last_iter(algorithm)):
         return False
@@ -52,7 +55,7 @@ class IndexedImages(Dataset):
 
 
 @torch.no_grad()
-def score_unlabeled(algorithm, indices):
+def score_unlabeled(algorithm: Any, indices: torch.Tensor) -> torch.Tensor:
     """``algorithm.outlier_score`` of the unlabeled samples ``indices``, a CPU float tensor.
 
     Uses the online backbone and heads in eval mode: the heads have no EMA copy,
@@ -79,7 +82,7 @@ def score_unlabeled(algorithm, indices):
     return torch.cat(scores) if scores else torch.zeros(0)
 
 
-def synthetic_flags(algorithm):
+def synthetic_flags(algorithm: Any) -> Optional[np.ndarray]:
     """Ground-truth synthetic flags of the unlabeled set, or None when the dataset has none."""
     origin = unlabeled_origin(algorithm)
     return None if origin is None else origin[0]
@@ -103,7 +106,7 @@ class SyntheticAUROCHook(Hook):
         self.flags = None
         self.source, self.source_names = None, None
 
-    def before_run(self, algorithm):
+    def before_run(self, algorithm: Any) -> None:
         origin = unlabeled_origin(algorithm)
         if origin is None or origin[0].all() or not origin[0].any():
             return
@@ -115,7 +118,7 @@ class SyntheticAUROCHook(Hook):
             return
         self.indices, self.flags, self.source = indices, subset, source[indices.numpy()]
 
-    def after_train_step(self, algorithm):
+    def after_train_step(self, algorithm: Any) -> None:
         if self.indices is None or not at_eval_on_main_rank(self, algorithm):
             return
         scores = score_unlabeled(algorithm, self.indices).numpy()

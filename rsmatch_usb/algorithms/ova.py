@@ -4,22 +4,25 @@ Layout of OVA logits: shape ``(B, 2 * C)``, read as ``(B, 2, C)``: row 0 holds
 each class's "outlier" logit and row 1 its "inlier" logit, and every class
 ``j`` is a binary classifier (a softmax over its two logits).
 """
+from __future__ import annotations
+
+import torch
 import torch.nn.functional as F
 
 OUTLIER, INLIER = 0, 1
 
 
-def ova_log_probs(logits_ova):
+def ova_log_probs(logits_ova: torch.Tensor) -> torch.Tensor:
     """Per-class binary log-probabilities, shape ``(B, 2, C)``."""
     return F.log_softmax(logits_ova.view(logits_ova.size(0), 2, -1), dim=1)
 
 
-def ova_inlier_probs(logits_ova):
+def ova_inlier_probs(logits_ova: torch.Tensor) -> torch.Tensor:
     """p^j(inlier | x) for every class j, shape ``(B, C)``."""
     return ova_log_probs(logits_ova)[:, INLIER, :].exp()
 
 
-def ova_loss(logits_ova, targets):
+def ova_loss(logits_ova: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """OVA loss on labeled data (OpenMatch, Eq. 1).
 
     ``-log p^y(inlier|x)`` for the sample's own class plus, of the other

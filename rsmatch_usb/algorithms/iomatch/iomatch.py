@@ -1,4 +1,8 @@
 """IOMatch (Li, Qi, Shi, Gao, ICCV 2023) as a USB algorithm."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Tuple
+
 import torch
 import torch.nn as nn
 from semilearn.algorithms.utils import SSL_Argument, str2bool
@@ -30,7 +34,7 @@ class OpenSetHead(nn.Module):
         nn.init.xavier_normal_(self.open.weight)
         nn.init.zeros_(self.open.bias)
 
-    def forward(self, feat):
+    def forward(self, feat: torch.Tensor) -> Dict[str, torch.Tensor]:
         z = self.proj(feat)
         return {"mb": self.mb(z), "open": self.open(z)}
 
@@ -58,25 +62,27 @@ class IOMatch(ExtraHeadsMixin, AlgorithmBase):
         self.init(p_cutoff=args.p_cutoff, q_cutoff=args.q_cutoff, hard_label=args.hard_label,
                   lambda_mb=args.lambda_mb, lambda_open=args.lambda_open)
 
-    def init(self, p_cutoff, q_cutoff, hard_label=True, lambda_mb=1.0, lambda_open=1.0):
+    def init(self, p_cutoff: float, q_cutoff: float, hard_label: bool = True, lambda_mb: float = 1.0,
+             lambda_open: float = 1.0) -> None:
         self.p_cutoff = p_cutoff
         self.q_cutoff = q_cutoff
         self.use_hard_label = hard_label
         self.lambda_mb = lambda_mb
         self.lambda_open = lambda_open
 
-    def build_extra_heads(self, num_features):
+    def build_extra_heads(self, num_features: int) -> Dict[str, nn.Module]:
         return {"open_set": OpenSetHead(num_features, self.num_classes, self.args.proj_size)}
 
-    def set_hooks(self):
+    def set_hooks(self) -> None:
         super().set_hooks()
         self.register_hook(SyntheticAUROCHook(), "SyntheticAUROCHook", "NORMAL")
 
-    def outlier_score(self, logits, head_outputs):
+    def outlier_score(self, logits: torch.Tensor, head_outputs: Dict[str, torch.Tensor]) -> torch.Tensor:
         """Probability of the open-set classifier's extra "outlier" class."""
         return torch.softmax(head_outputs["open_set"]["open"].float(), dim=1)[:, -1]
 
-    def train_step(self, x_lb, y_lb, x_ulb_w, x_ulb_s):
+    def train_step(self, x_lb: torch.Tensor, y_lb: torch.Tensor, x_ulb_w: torch.Tensor,
+                   x_ulb_s: torch.Tensor) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         num_lb, num_ulb = y_lb.shape[0], x_ulb_w.shape[0]
         with self.amp_cm():
             logits, feats = forward_all(self, [x_lb, x_ulb_w, x_ulb_s])
@@ -114,7 +120,7 @@ class IOMatch(ExtraHeadsMixin, AlgorithmBase):
         return out_dict, log_dict
 
     @staticmethod
-    def get_argument():
+    def get_argument() -> List[Any]:
         return [
             SSL_Argument("--hard_label", str2bool, True),
             SSL_Argument("--p_cutoff", float, 0.95),

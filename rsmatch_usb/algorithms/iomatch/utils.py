@@ -4,12 +4,14 @@ The multi-binary classifier uses OpenMatch's one-vs-all layout and loss
 (:mod:`rsmatch_usb.algorithms.ova`): IOMatch trains it on labeled
 data exactly as OpenMatch trains its OVA head.
 """
+from __future__ import annotations
+
 import torch
 
 from ..ova import ova_inlier_probs, ova_loss  # noqa: F401  (re-exported: IOMatch's L_mb)
 
 
-def open_set_targets(probs, inlier_probs):
+def open_set_targets(probs: torch.Tensor, inlier_probs: torch.Tensor) -> torch.Tensor:
     """(C+1)-way open-set targets from closed-set probabilities and binary inlier probabilities.
 
     ``q_k = p_k * s_k`` for each seen class k, and the extra "outlier" class
@@ -22,6 +24,6 @@ def open_set_targets(probs, inlier_probs):
     return torch.cat([inlier_part, outlier_part], dim=1)
 
 
-def soft_ce(logits, targets):
+def soft_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-sample cross-entropy against soft targets."""
     return -(targets * torch.log_softmax(logits, dim=1)).sum(dim=1)

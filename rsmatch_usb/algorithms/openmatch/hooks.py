@@ -4,6 +4,10 @@ Scores with the algorithm's ``outlier_score(logits, head_outputs)`` through
 :func:`rsmatch_usb.algorithms.common.score_unlabeled`, which the synthetic-AUROC
 hook of every open-set algorithm shares.
 """
+from __future__ import annotations
+
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from semilearn.core.hooks import Hook
@@ -29,14 +33,14 @@ class InlierSelectionHook(Hook):
         self.select_interval = max(1, select_interval)
         self.inlier_mask = torch.zeros(num_ulb, dtype=torch.bool)
 
-    def due(self, it):
+    def due(self, it: int) -> bool:
         return it >= self.start_fix and (it - self.start_fix) % self.select_interval == 0
 
-    def before_train_step(self, algorithm):
+    def before_train_step(self, algorithm: Any) -> None:
         if self.due(algorithm.it):
             self.select(algorithm)
 
-    def select(self, algorithm):
+    def select(self, algorithm: Any) -> None:
         num_ulb = len(self.inlier_mask)
         indices = torch.arange(num_ulb)
         distributed = algorithm.distributed and dist.is_initialized()

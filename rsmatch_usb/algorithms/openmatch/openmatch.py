@@ -1,5 +1,8 @@
 """OpenMatch (Saito, Kim, Saenko, NeurIPS 2021) as a USB algorithm."""
+from __future__ import annotations
+
 import copy
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -53,7 +56,7 @@ class TwoWeakViews(Dataset):
         return item
 
 
-def ova_head(num_features, num_classes):
+def ova_head(num_features: int, num_classes: int) -> nn.Linear:
     """One-vs-all classifiers: an inlier and an outlier logit per class, no bias (as in OpenMatch)."""
     head = nn.Linear(num_features, 2 * num_classes, bias=False)
     nn.init.xavier_normal_(head.weight)
@@ -87,7 +90,8 @@ class OpenMatch(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin, AlgorithmBase)
         self.init(T=args.T, p_cutoff=args.p_cutoff, hard_label=args.hard_label, lambda_oem=args.lambda_oem,
                   lambda_socr=args.lambda_socr, start_fix=args.start_fix)
 
-    def init(self, T, p_cutoff, hard_label=True, lambda_oem=0.1, lambda_socr=0.5, start_fix=10240):
+    def init(self, T: float, p_cutoff: float, hard_label: bool = True, lambda_oem: float = 0.1,
+             lambda_socr: float = 0.5, start_fix: int = 10240) -> None:
         self.T = T
         self.p_cutoff = p_cutoff
         self.use_hard_label = hard_label
@@ -95,16 +99,16 @@ class OpenMatch(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin, AlgorithmBase)
         self.lambda_socr = lambda_socr
         self.start_fix = start_fix
 
-    def build_extra_heads(self, num_features):
+    def build_extra_heads(self, num_features: int) -> Dict[str, nn.Module]:
         return {"ova": ova_head(num_features, self.num_classes)}
 
-    def set_dataset(self):
+    def set_dataset(self) -> Optional[Dict[str, Any]]:
         dataset_dict = super().set_dataset()
         if dataset_dict is not None:
             dataset_dict["train_ulb"] = TwoWeakViews(dataset_dict["train_ulb"])
         return dataset_dict
 
-    def set_hooks(self):
+    def set_hooks(self) -> None:
         self.register_hook(PseudoLabelingHook(), "PseudoLabelingHook")
         self.register_hook(FixedThresholdingHook(), "MaskingHook")
         super().set_hooks()
@@ -113,14 +117,15 @@ class OpenMatch(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin, AlgorithmBase)
         self.register_hook(SyntheticAUROCHook(), "SyntheticAUROCHook", "NORMAL")
 
     @property
-    def inlier_mask(self):
+    def inlier_mask(self) -> torch.Tensor:
         """Which unlabeled samples the last selection accepted (all False before ``start_fix``)."""
         return self.hooks_dict["InlierSelectionHook"].inlier_mask
 
-    def outlier_score(self, logits, head_outputs):
+    def outlier_score(self, logits: torch.Tensor, head_outputs: Dict[str, torch.Tensor]) -> torch.Tensor:
         return ova_outlier_score(logits, head_outputs["ova"])
 
-    def train_step(self, x_lb, y_lb, idx_ulb, x_ulb_w, x_ulb_w_2, x_ulb_s):
+    def train_step(self, x_lb: torch.Tensor, y_lb: torch.Tensor, idx_ulb: torch.Tensor, x_ulb_w: torch.Tensor,
+                   x_ulb_w_2: torch.Tensor, x_ulb_s: torch.Tensor) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         num_lb, num_ulb = y_lb.shape[0], x_ulb_w.shape[0]
         fixmatch_on = self.it >= self.start_fix
         with self.amp_cm():
@@ -165,10 +170,10 @@ class OpenMatch(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin, AlgorithmBase)
                                          util_ratio=mask.float().mean().item())
         return out_dict, log_dict
 
-    def extra_state(self):
+    def extra_state(self) -> Dict[str, Any]:
         return {"inlier_mask": self.inlier_mask.clone()}
 
-    def load_extra_state(self, checkpoint):
+    def load_extra_state(self, checkpoint: Dict[str, Any]) -> None:
         mask = checkpoint["inlier_mask"]
         if mask.shape != self.inlier_mask.shape:
             raise ValueError(f"inlier_mask has {mask.numel()} entries but the unlabeled set has "
@@ -176,7 +181,7 @@ class OpenMatch(CPUInputsMixin, ExtraStateMixin, ExtraHeadsMixin, AlgorithmBase)
         self.hooks_dict["InlierSelectionHook"].inlier_mask = mask.bool().cpu()
 
     @staticmethod
-    def get_argument():
+    def get_argument() -> List[Any]:
         return [
             SSL_Argument("--hard_label", str2bool, True),
             SSL_Argument("--T", float, 1.0),

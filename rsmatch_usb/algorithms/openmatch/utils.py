@@ -3,16 +3,20 @@
 The OVA layout and OpenMatch's labeled OVA loss are in :mod:`rsmatch_usb.algorithms.ova`
 (IOMatch's multi-binary head shares them).
 """
+from __future__ import annotations
+
+import torch
+
 from ..ova import INLIER, OUTLIER, ova_inlier_probs, ova_log_probs, ova_loss  # noqa: F401  (re-exported)
 
 
-def ova_entropy_loss(logits_ova):
+def ova_entropy_loss(logits_ova: torch.Tensor) -> torch.Tensor:
     """Open-set entropy minimisation: mean binary entropy over classes and samples."""
     log_p = ova_log_probs(logits_ova)
     return -(log_p.exp() * log_p).sum(dim=1).mean()
 
 
-def socr_loss(logits_ova_1, logits_ova_2):
+def socr_loss(logits_ova_1: torch.Tensor, logits_ova_2: torch.Tensor) -> torch.Tensor:
     """Soft open-set consistency between two views (OpenMatch, Eq. 3).
 
     ``sum_j sum_t (p^j_t(x1) - p^j_t(x2))^2`` on the OVA probabilities, without
@@ -23,7 +27,7 @@ def socr_loss(logits_ova_1, logits_ova_2):
     return ((p1 - p2) ** 2).sum(dim=(1, 2)).mean()
 
 
-def ova_outlier_score(logits, logits_ova):
+def ova_outlier_score(logits: torch.Tensor, logits_ova: torch.Tensor) -> torch.Tensor:
     """p^k(outlier | x) of the class k that the closed-set classifier predicts.
 
     OpenMatch treats a sample as an inlier when this is below 0.5; it is also

@@ -1,31 +1,40 @@
-"""Show what a training config's data holds: ``python -m data_tools.inspect --c config.yaml``.
+"""Show what a training config's data holds: ``rsmatch-inspect --c config.yaml``.
 
 Reads the config exactly as ``rsmatch-train`` does, builds the datasets with
 the same seed and prints, per class, the labeled, real unlabeled, synthetic
 unlabeled (and, with several synthetic sources, per source) and eval image
 counts, and the ratio alpha actually achieved.
 Creates no run folder. Bad input is one ``error:`` line and exit code 2.
+Also ``python -m rsmatch_usb.inspect_data``. A tool above the data layer: it
+reads configs with the plugin's :func:`rsmatch_usb.config.get_config`.
 """
+from __future__ import annotations
+
 import random
 import sys
+from argparse import Namespace
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
 
-from rsmatch_usb.config import get_config
-from .errors import UserError, command_name, report
-from . import usb
+from data_tools import usb
+from data_tools.errors import command_name
+from data_tools.imageset import ImageSet
 
-PROG = command_name("rsmatch-inspect", "data_tools.inspect")
+from .config import get_config
+from .errors import UserError, report
+
+PROG = command_name("rsmatch-inspect", "rsmatch_usb.inspect_data")
 
 
-def synthetic_sources(ulb_set):
+def synthetic_sources(ulb_set: ImageSet) -> List[int]:
     """Source indices of the synthetic images of ``ulb_set``, when two or more sources are mixed (else [])."""
     present = np.unique(ulb_set.source[ulb_set.is_synthetic]).tolist()
     return present if len(present) > 1 else []
 
 
-def count_table(lb_set, ulb_set, eval_set):
+def count_table(lb_set: ImageSet, ulb_set: ImageSet, eval_set: ImageSet) -> List[Tuple]:
     """Rows ``(class, labeled, real unlabeled, synthetic unlabeled, [per source ...], eval)``; label -1 is '?'."""
     names = lb_set.class_names
     c = len(names)
@@ -45,7 +54,8 @@ def count_table(lb_set, ulb_set, eval_set):
     return rows
 
 
-def format_report(args, lb_set, ulb_set, eval_set):
+def format_report(args: Namespace, lb_set: ImageSet, ulb_set: ImageSet, eval_set: ImageSet) -> str:
+    """The report :func:`main` prints: the run's data settings, the per-class table and the alpha achieved."""
     rows = count_table(lb_set, ulb_set, eval_set)
     per_source = tuple(f"synthetic:{ulb_set.source_names[s]}" for s in synthetic_sources(ulb_set))
     header = ("class", "labeled", "real_unlabeled", "synthetic_unlabeled", *per_source, "eval")
@@ -64,7 +74,7 @@ def format_report(args, lb_set, ulb_set, eval_set):
     return "\n".join(lines)
 
 
-def main(argv=None):
+def main(argv: Optional[List[str]] = None) -> int:
     """Entry point; returns the exit code."""
     try:
         args = get_config(argv)
