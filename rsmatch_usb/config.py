@@ -75,7 +75,7 @@ NUMERIC_KEYS: Mapping[str, NumberRange] = {
     "clip_grad": NumberRange(float, 0.0, 1e6),
     "num_classes": NumberRange(int, 1, 10 ** 6),
     "num_workers": NumberRange(int, 0, 256),
-    "ulb_num_labels": NumberRange(int, 0, 10 ** 9, none_ok=True),
+    "ulb_num_labels": NumberRange(int, 1, 10 ** 9, none_ok=True),  # 0 crashes inside semilearn's sampler
     "img_size": NumberRange(int, 8, 4096),
     "crop_ratio": NumberRange(float, 0.0, 1.0, low_open=True),
     "max_length": NumberRange(int, 1, 10 ** 6),
