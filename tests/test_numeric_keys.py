@@ -108,7 +108,7 @@ def test_a_field_added_to_the_rsmatch_config_gets_its_row(monkeypatch):
     class Wider(rs_config.RSMatchConfig):
         detector_extra: int = rs_config._setting(3, "a new setting", bounds=(2, math.inf))
 
-    from data_tools.numbers import NumberRange, check_number
+    from data_tools.number_ranges import NumberRange, check_number
     from rsmatch_usb.errors import UserError
 
     monkeypatch.setattr(rs_config, "RSMatchConfig", Wider)  # what ranges() reads

@@ -7,9 +7,8 @@ USB export all read :class:`RSMatchConfig`, so a default cannot drift between
 them. Each numeric field carries its valid range as field metadata
 (``metadata["range"] = (lo, hi)``, both ends included unless named in
 ``metadata["open"]``), which :meth:`RSMatchConfig.problems` checks and from
-which the train command's table of numeric keys
-(:data:`rsmatch_usb.config.NUMERIC_KEYS`) takes RSMatch's rows through
-:func:`ranges`. Upper bounds are sanity limits, as in that table: far above
+which a command-line front end can take its table of numeric keys
+through :func:`ranges`. Upper bounds are sanity limits, as in that table: far above
 any setting that makes sense, below what exhausts memory (``queue_size``)
 or turns the model to NaN within a few steps (learning rates, loss weights).
 Keys marked ``metadata["diagnostic"]`` are for analysis, not training
