@@ -411,13 +411,13 @@ def parse_args(argv=None):
     p.add_argument("--max-train-per-class", type=int, default=None,
                    help="use only this many generator-split images per class (smoke tests)")
     # diffusion
-    p.add_argument("--channels", default="16,32,64", help="UNet block widths, comma separated (0.64M parameters)")
+    p.add_argument("--channels", default="32,64,64", help="UNet block widths, comma separated")
     p.add_argument("--layers-per-block", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32, help="diffusion training batch")
-    p.add_argument("--diffusion-train-steps", type=int, default=1000,
+    p.add_argument("--diffusion-train-steps", type=int, default=12000,
                    help="optimizer steps of the diffusion model (a count, not a time budget, "
                         "keeps runs reproducible)")
-    p.add_argument("--diffusion-stop-step", type=int, default=None,
+    p.add_argument("--diffusion-stop-step", type=int, default=6000,
                    help="stop the diffusion model's training after this step of its --diffusion-train-steps "
                         "schedule (the loss has plateaued) and sample from it; rerunning without it continues")
     p.add_argument("--lr", type=float, default=2e-3, help="diffusion learning rate")
@@ -425,7 +425,7 @@ def parse_args(argv=None):
                    help="share of diffusion training labels replaced by the null class")
     p.add_argument("--many-steps", type=int, default=25, help="DDIM steps of the many-step source")
     p.add_argument("--few-steps", type=int, default=4, help="DPM-Solver++ steps of the few-step source")
-    p.add_argument("--guidance-scale", type=float, default=1.0,
+    p.add_argument("--guidance-scale", type=float, default=1.5,
                    help="classifier-free guidance scale (1 = plain conditional sampling)")
     # GAN
     p.add_argument("--gan-train-steps", type=int, default=2000)

@@ -69,8 +69,11 @@ def test_fashion_grid_keys():
         assert cfg["num_train_iter"] == generate.FASHION_ITERATIONS and cfg["save_dir"] == "./saved_models/fashion_grid"
         if label.startswith("rsmatch"):
             # The digits grid runs three seeds and the fashion grid five: compare with seed 0's settings.
+            # The digits grid pins the detector input its committed results were run with.
+            assert cfg["detector_input"] == generate.RSMATCH_DEFAULTS["detector_input"] == "rgb+npr"
+            assert digits[(label, alpha, 0)]["detector_input"] == "rgb"
             same = {k: v for k, v in digits[(label, alpha, 0)].items()
-                    if k not in ("seed", "save_dir", "save_name", "load_path", "num_train_iter", "num_eval_iter",
+                    if k not in ("detector_input", "seed", "save_dir", "save_name", "load_path", "num_train_iter", "num_eval_iter",
                                  "num_log_iter", "img_size", "dataset", "synthetic_source")}
             assert {k: cfg[k] for k in same} == same
     assert specs[("rsmatch_filter", 1.0, 0)]["use_dummy_head"] is False

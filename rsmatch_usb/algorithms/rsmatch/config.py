@@ -66,7 +66,7 @@ class RSMatchConfig:
     # detector
     detector_width: int = _setting(16, "detector widths are w, 2w, 4w", bounds=(1, 1024))
     detector_input: str = _setting(
-        "rgb", "what the detector sees: rgb (the image), highpass, npr (residuals keeping up-sampling traces), "
+        "rgb+npr", "what the detector sees: rgb (the image), highpass, npr (residuals keeping up-sampling traces), "
                "spectrum, or several joined by '+' (rgb+npr)",
         choices=("rgb", "highpass", "npr", "spectrum", "rgb+npr", "rgb+highpass"))
     detector_lr: float = _setting(3e-3, "detector Adam learning rate", bounds=(0, 10), open_ends=("lo",))
