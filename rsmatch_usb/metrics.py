@@ -11,10 +11,13 @@ result. Only a node's main process writes, as only it logs.
 """
 import math
 import os
-from typing import Callable, Dict, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Optional
 
 from data_tools import run_metrics
 from semilearn.core.hooks import Hook
+
+if TYPE_CHECKING:
+    from semilearn.core.algorithmbase import AlgorithmBase
 
 # Logged 0/1 flags whose turn to 1 is a one-off event: RSMatch's trust line
 # ("K of C class sub-queues hold >= N images at iteration I") as a record.

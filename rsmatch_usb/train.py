@@ -9,6 +9,7 @@ that exists but cannot be loaded stops the run instead of silently starting
 from scratch; with no GPU, ``multiprocessing_distributed`` spawns
 ``world_size`` CPU processes on gloo.
 """
+import argparse
 import contextlib
 import errno
 import logging
@@ -18,6 +19,7 @@ import random
 import socket
 import sys
 import warnings
+from typing import Any, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -46,7 +48,7 @@ def _seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def prepare(args):
+def prepare(args: argparse.Namespace) -> argparse.Namespace:
     """Validate ``args`` and fix up device-dependent keys, before anything is written."""
     from data_tools import mixing, usb as usb_data
 
@@ -90,7 +92,7 @@ def prepare(args):
     return args
 
 
-def verifies_synthetic_files(args):
+def verifies_synthetic_files(args: argparse.Namespace) -> bool:
     """Whether this process reads the synthetic files (PIL ``verify``) before the run: once per node.
 
     The process that launches the run does (it spawns the workers under
@@ -101,7 +103,7 @@ def verifies_synthetic_files(args):
     return args.multiprocessing_distributed or args.rank % args.procs_per_node == 0
 
 
-def has_independent_ranks(args):
+def has_independent_ranks(args: argparse.Namespace) -> bool:
     """Whether the run has ranks this process did not start (torchrun, hand-started ranks, other nodes).
 
     They do not learn of an error this process raises before the process group is up.
@@ -109,7 +111,7 @@ def has_independent_ranks(args):
     return args.distributed and (not args.multiprocessing_distributed or args.world_size > args.procs_per_node)
 
 
-def stop_on_start_error(args):
+def stop_on_start_error(args: argparse.Namespace) -> None:
     """Raise, on every rank, the UserError a rank deferred in :func:`prepare` (call once the group is up)."""
     import torch.distributed as dist
 
@@ -121,7 +123,7 @@ def stop_on_start_error(args):
         raise UserError(first)
 
 
-def check_writable_folder(path):
+def check_writable_folder(path: str) -> None:
     """A UserError unless the run folder ``path`` is, or can be created in, a writable folder; creates nothing."""
     path = os.path.abspath(path)
     existing = path
@@ -135,7 +137,7 @@ def check_writable_folder(path):
                         "point save_dir at a folder you can write to")
 
 
-def check_run_folder(args):
+def check_run_folder(args: argparse.Namespace) -> None:
     """A UserError when this run would overwrite a run folder it was not told to overwrite; writes nothing."""
     save_path = run_folder.run_path(args.save_dir, args.save_name)
     if run_folder.is_unused(save_path):
@@ -152,7 +154,7 @@ def check_run_folder(args):
                             "train it again from scratch")
 
 
-def gpu_request(args):
+def gpu_request(args: argparse.Namespace) -> List[str]:
     """The keys by which a config asks for a GPU (``gpu``, ``dist_backend: nccl``, ``amp``), as text."""
     keys = [f"gpu: {args.gpu}"] if args.gpu is not None else []
     if args.dist_backend == "nccl":
@@ -165,7 +167,7 @@ def gpu_request(args):
 _TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
-def set_launch(args, device_count, environ):
+def set_launch(args: argparse.Namespace, device_count: int, environ: Mapping[str, str]) -> argparse.Namespace:
     """Set the distributed keys of ``args`` for how this process was started.
 
     USB's rules, with the CPU and launcher cases it lacks. Sets ``world_size``
@@ -220,14 +222,14 @@ def set_launch(args, device_count, environ):
     return args
 
 
-def worker_rank(args, local_rank):
+def worker_rank(args: argparse.Namespace, local_rank: int) -> int:
     """The global rank of the process ``local_rank`` of this node (USB: node rank * procs + local rank)."""
     if args.distributed and args.multiprocessing_distributed:
         return args.rank * args.procs_per_node + local_rank
     return args.rank
 
 
-def check_checkpoint(path):
+def check_checkpoint(path: str) -> None:
     """Fail loudly on a checkpoint that cannot be loaded safely or is not a USB checkpoint.
 
     Loaded with ``weights_only=True``: a file that would need arbitrary
@@ -240,7 +242,7 @@ def check_checkpoint(path):
                         "latest_model.pth written by this tool, or remove it to start fresh") from None
 
 
-def main(args):
+def main(args: argparse.Namespace) -> Any:
     """Train in this process, or in spawned workers while this process holds the run folder's lock."""
     if args.multiprocessing_distributed and args.procs_per_node > 1:
         with run_folder.locked(os.path.join(args.save_dir, args.save_name), clear=not args.resume):
@@ -265,7 +267,7 @@ def _spawned_worker(local_rank, procs_per_node, args, error_dir, parent_pid):
         sys.exit(2)
 
 
-def spawn_workers(args):
+def spawn_workers(args: argparse.Namespace) -> None:
     """One process per local rank (USB's mp.spawn); bad input found in a worker is one error line here."""
     import tempfile
 
@@ -303,7 +305,7 @@ def _place_model(args, module, clip_batch):
     return module
 
 
-def parameter_fingerprint(module):
+def parameter_fingerprint(module: torch.nn.Module) -> str:
     """A short hash of the learnable parameters: equal on every DDP rank when training stays in sync.
 
     Buffers are left out: without SyncBatchNorm (CUDA-only) each CPU rank keeps
@@ -312,7 +314,8 @@ def parameter_fingerprint(module):
     return fingerprint([p for _, p in sorted(module.named_parameters())])
 
 
-def build_algorithm(args, procs_per_node, logger, tb_log=None):
+def build_algorithm(args: argparse.Namespace, procs_per_node: int, logger: logging.Logger,
+                    tb_log: Any = None) -> Any:
     """The algorithm object of ``args``, its model and EMA model placed on the run's device.
 
     Call after :func:`prepare` and with the runtime active (as :func:`main_worker` does).
@@ -335,7 +338,8 @@ def build_algorithm(args, procs_per_node, logger, tb_log=None):
     return algorithm
 
 
-def main_worker(local_rank, procs_per_node, args, folder_locked=False):
+def main_worker(local_rank: Optional[int], procs_per_node: int, args: argparse.Namespace,
+                folder_locked: bool = False) -> Any:
     """Train on one device: USB's main_worker with the runtime adaptations active.
 
     ``folder_locked``: the parent process holds the run folder's lock (spawned
@@ -350,7 +354,7 @@ def main_worker(local_rank, procs_per_node, args, folder_locked=False):
         raise
 
 
-def log_stop(args, exc):
+def log_stop(args: argparse.Namespace, exc: BaseException) -> None:
     """Append why the run stopped to its log.txt (an ERROR line; the traceback unless it is a UserError).
 
     Only the run's file handlers get it: the caller reports it on stderr
@@ -459,7 +463,7 @@ def _train(algorithm, args, logger):
     return algorithm
 
 
-def cli(argv=None):
+def cli(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``rsmatch-train``; returns the process exit code."""
     processes.die_with_parent_from_env()  # started by the grid runner: end with it
     try:
