@@ -2,8 +2,8 @@
 
 :mod:`.keys` (exported to USB as ``config.py``) holds the keys, defaults and
 help of the algorithm USB gets. The plugin adds the keys of its own features
-(the other bases, the dummy head's own targets, the detector's unlabeled
-reals, the diagnostics) and, per key, its rule: the valid range of a number
+(the other bases, the dummy head's own targets and their ``p_cutoff``, the
+diagnostics) and, per key, its rule: the valid range of a number
 (``(lo, hi)``, both ends included unless named in ``open``) or the choices of
 a string, which :meth:`RSMatchConfig.problems` checks and from which the
 train command's table of numeric keys (``rsmatch_usb.config.NUMERIC_KEYS``)
