@@ -41,7 +41,7 @@ CROP_RATIO = 0.875  # USB's classic pipelines: the weak view's shift is img_size
 
 
 def parse_args(argv=None):
-    from rsmatch_usb.algorithms.rsmatch.detector_inputs import INPUTS
+    from rsmatch_usb.algorithms.rsmatch.extensions import INPUTS
 
     p = argparse.ArgumentParser(prog="python -m benchmark_configs.detector_inputs",
                                 description=__doc__.split("\n\n")[0],
@@ -118,7 +118,7 @@ def train_and_score(sets, name: str, loss: str, args, progress) -> List[float]:
     import torch
     from sklearn.metrics import roc_auc_score
 
-    from rsmatch_usb.algorithms.rsmatch.detector import Detector
+    from rsmatch_usb.algorithms.rsmatch.extensions import Detector
 
     # Same seed for every configuration of a source: same batches, same augmentations (torchvision draws
     # from the global RNGs).

@@ -43,7 +43,7 @@ def main(argv=None):
     import torch
 
     from rsmatch_usb.algorithms.rsmatch.draw_workers import WorkerDraws
-    from rsmatch_usb.algorithms.rsmatch.draws import read_transformed
+    from rsmatch_usb.algorithms.utils import read_transformed
 
     for size in args.img_size:
         ulb = unlabeled_dataset(args.config, size)

@@ -40,7 +40,7 @@ from data_tools.imageset import ImageSet
 from data_tools.run_folder import CHECKPOINTS
 
 from . import checkpoint as checkpoints
-from .algorithms.rsmatch.detector import DetectorNet
+from .algorithms.rsmatch.extensions import DetectorNet
 from .algorithms.rsmatch.images import build_view
 from .errors import UserError, report
 

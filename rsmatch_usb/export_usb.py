@@ -82,11 +82,11 @@ def config_files() -> Dict[str, str]:
     """The RSMatch configs, one per FixMatch classic-CV config of USB (see :mod:`.upstream.usb_configs`)."""
     from semilearn.algorithms.fixmatch import FixMatch
 
-    from .algorithms.rsmatch import RS_VARIANTS
     from .algorithms.rsmatch.config import diagnostic_keys
+    from .algorithms.rsmatch.rsmatch import RSMatch
 
     # USB's FixMatch configs become RSMatch on FixMatch (the paper's): the exported algorithm's keys.
-    defaults = {a.name.lstrip("-"): a.default for a in RS_VARIANTS["fixmatch"].get_argument()}
+    defaults = {a.name.lstrip("-"): a.default for a in RSMatch.get_argument()}
     try:
         own = usb_configs.own_settings(manifest.CONFIG_SETTINGS, defaults, diagnostic_keys())
     except ValueError as exc:

@@ -1,13 +1,7 @@
-"""Extra classifier heads on any USB backbone, without editing the backbone.
-
-Heads that read the backbone's pooled features, RSMatch's dummy head among
-them, need no place in the net itself. :class:`ExtraHeadsMixin` keeps
-them beside ``self.model`` rather than inside it, so the backbone, its EMA
-copy, USB's evaluation and USB's checkpoint entries (``model``/``ema_model``,
-loadable by USB's eval.py into the plain net) stay exactly USB's. The heads
-train with the backbone's optimizer and schedule, follow it to its device (and
-into DDP), and are saved under ``extra_heads``.
-"""
+"""Extra classifier heads on any USB backbone, kept beside ``self.model`` rather than inside it, so that the
+backbone, its EMA copy, USB's evaluation and USB's checkpoint entries (``model``/``ema_model``, loadable by USB's
+eval.py into the plain net) stay exactly USB's. The heads train with the backbone's optimizer and schedule,
+follow it to its device (and into DDP), and are saved under ``extra_heads``."""
 from typing import Any, Dict, Tuple
 
 import torch
@@ -22,11 +16,7 @@ def unwrap(module: nn.Module) -> nn.Module:
 
 
 class HeadSet(nn.Module):
-    """Named heads applied to the same features: ``heads(feat) -> {name: output}``.
-
-    One module with a forward (not a bare ModuleDict) so that DDP can wrap it
-    and all-reduce the heads' gradients.
-    """
+    """Named heads on the same features, ``heads(feat) -> {name: output}``: one module, so that DDP can wrap it."""
 
     def __init__(self, heads):
         super().__init__()
@@ -44,12 +34,10 @@ class _Trainable(nn.Module):
 
     def __init__(self, model, heads):
         super().__init__()
-        self.model = model
-        self.heads = heads
+        self.model, self.heads = model, heads
 
     def no_weight_decay(self):
-        inner = getattr(self.model, "no_weight_decay", lambda: [])()
-        return [f"model.{name}" for name in inner]
+        return [f"model.{name}" for name in getattr(self.model, "no_weight_decay", lambda: [])()]
 
     def group_matcher(self, coarse=False, prefix=""):
         return self.model.group_matcher(coarse, prefix=prefix + "model.")
@@ -64,23 +52,18 @@ class HeadPlacementHook(Hook):
         heads.to(device)
         if algorithm.distributed and torch.distributed.is_initialized():
             device_ids = [device.index] if device.type == "cuda" else None
-            algorithm.extra_heads = nn.parallel.DistributedDataParallel(
-                heads, device_ids=device_ids, broadcast_buffers=False, find_unused_parameters=True)
-        else:
-            algorithm.extra_heads = heads
+            heads = nn.parallel.DistributedDataParallel(heads, device_ids=device_ids, broadcast_buffers=False,
+                                                        find_unused_parameters=True)
+        algorithm.extra_heads = heads
 
     def after_train_step(self, algorithm: Any) -> None:
-        # USB's ParamUpdateHook (run just before this one) zeroes only
-        # algorithm.model's gradients; without this the heads' would accumulate.
+        # USB's ParamUpdateHook (run just before this one) zeroes only algorithm.model's gradients.
         algorithm.extra_heads.zero_grad(set_to_none=True)
 
 
 class ExtraHeadsMixin:
-    """Mix into an AlgorithmBase subclass (before it in the bases) to add heads.
-
-    Subclasses implement :meth:`build_extra_heads`; they call
-    ``self.extra_heads(feat)`` in their train step.
-    """
+    """Adds the heads of :meth:`build_extra_heads` to an AlgorithmBase subclass (mix in before it); its train
+    step calls ``self.extra_heads(feat)``."""
 
     def build_extra_heads(self, num_features: int) -> Dict[str, nn.Module]:
         """Return ``{name: nn.Module}`` of heads that take pooled features."""
@@ -88,9 +71,8 @@ class ExtraHeadsMixin:
 
     def set_model(self) -> nn.Module:
         model = super().set_model()
-        # Initialise the heads from a private RNG stream: the global stream then
-        # advances exactly as for the base algorithm, so data order, augmentation
-        # and the EMA copy match it step for step under the same seed.
+        # From a private RNG stream, so that the global one (data order, augmentation, the EMA copy)
+        # advances exactly as for the base algorithm.
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(self.args.seed + 7919)  # CPU only: see utils.private_rng
             self.extra_heads = HeadSet(self.build_extra_heads(model.num_features))
@@ -114,9 +96,8 @@ class ExtraHeadsMixin:
         return save_dict
 
     def load_model(self, load_path: str) -> Dict[str, Any]:
-        # Heads on the backbone's device before the optimizer state is loaded: torch
-        # puts each parameter's state (e.g. SGD momentum) on that parameter's device,
-        # and HeadPlacementHook would move only the heads later (GPU resume).
+        # Heads on the backbone's device before the optimizer state is loaded, which torch puts on each
+        # parameter's device (HeadPlacementHook would move only the heads later, on a GPU resume).
         unwrap(self.extra_heads).to(next(unwrap(self.model).parameters()).device)
         checkpoint = super().load_model(load_path)
         unwrap(self.extra_heads).load_state_dict(checkpoint["extra_heads"])

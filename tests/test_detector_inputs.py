@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from rsmatch_usb.algorithms.rsmatch.detector import Detector, DetectorNet
-from rsmatch_usb.algorithms.rsmatch.detector_inputs import INPUTS, make_input
+# The plugin's extensions: every input (the export has rgb and npr), networks that record their settings, nnPU.
+from rsmatch_usb.algorithms.rsmatch.extensions import INPUTS, Detector, DetectorNet, make_input
 
 RESIDUALS = ("highpass", "npr", "spectrum")
 

@@ -136,14 +136,16 @@ def test_export_carries_no_command_line_error_module(exported):
     for path in _algorithm_files(root):
         assert not {"UserError", "BAD_INPUT_EXIT", "command_name", "report"} & _top_level_names(path), path
         assert "UserError" not in path.read_text(), path
-    # Every UserError the plugin raises became USB's ValueError, one for one.
+    # Every UserError an exported module raises would become USB's ValueError, one for one; today none raises
+    # one (the range checks are the plugin's, in config.py and plugin.py); the substitution itself is
+    # tested on a sample module below.
     raised = 0
     for module, filename in manifest.MODULES.items():
         source = Path(export_usb._source_of(module)[0]).read_text()
         exported_text = (root / manifest.ALGORITHM_DIR / filename).read_text()
         assert exported_text.count("ValueError(") == source.count("ValueError(") + source.count("UserError("), module
         raised += source.count("UserError(")
-    assert raised > 0
+    assert raised == 0
 
 
 def test_export_carries_no_plugin_only_helpers(exported):
@@ -157,8 +159,9 @@ def test_export_carries_no_plugin_only_helpers(exported):
         assert not re.search(r"\b(rsmatch_usb|data_tools)\b", path.read_text()), path
 
 
-@pytest.mark.xfail(strict=True, reason="the exported RSMatch is 1,642 lines, 874 of them code; within 700 it must "
-                                       "do less, a decision about RSMatch itself (docs/upstream.md)")
+@pytest.mark.xfail(strict=True, reason="the exported RSMatch is 939 lines, 606 of them code (with USB's header on "
+                                       "each of its 10 files); within 700 it must do still less, a decision about "
+                                       "RSMatch itself (docs/upstream.md)")
 def test_exported_algorithm_folder_is_at_most_700_lines(exported):
     root, _, _ = exported
     assert sum(p.read_text().count("\n") for p in _algorithm_files(root)) <= 700

@@ -1,4 +1,5 @@
-"""RSMatchConfig: the one source of RSMatch's keys, defaults, ranges and help, and everything that reads it."""
+"""RSMatchConfig: the one source of RSMatch's keys, defaults and help (the exported ones in keys.py), each key's
+rule (config.py), and everything that reads them."""
 import dataclasses
 import inspect
 import math
@@ -9,7 +10,9 @@ from rsmatch_usb.algorithms.rsmatch import config
 from rsmatch_usb.algorithms.rsmatch.config import RSMatchConfig
 
 FIELDS = {f.name: f for f in dataclasses.fields(RSMatchConfig)}
-NUMERIC = [name for name, f in FIELDS.items() if "range" in f.metadata]
+RULES = {name: config.rule_of(f) for name, f in FIELDS.items()}
+NUMERIC = [name for name in FIELDS if "range" in RULES[name]]
+EXPORTED = [f.name for f in dataclasses.fields(config.keys.RSMatchConfig)]
 
 
 def test_every_setting_has_help_and_every_number_a_range():
@@ -17,17 +20,19 @@ def test_every_setting_has_help_and_every_number_a_range():
     assert set(NUMERIC) == {name for name, f in FIELDS.items() if f.type in (int, float)}
     assert set(config.ranges()) == set(NUMERIC)
     assert RSMatchConfig().problems() == []
+    # The exported keys come first, each with its rule in RULES; the plugin's own carry theirs.
+    assert list(FIELDS)[:len(EXPORTED)] == EXPORTED and set(config.RULES) == set(EXPORTED)
 
 
 def test_the_argument_list_is_the_config():
     from semilearn.algorithms.utils import str2bool
 
-    from rsmatch_usb.algorithms.rsmatch.rsmatch import rs_arguments
+    from rsmatch_usb.algorithms.rsmatch.plugin import rs_arguments
 
     arguments = rs_arguments(diagnostic=True)
     assert [a.name for a in arguments] == [f"--{name}" for name in FIELDS]
     # The algorithm's own list (the USB export's) leaves the diagnostic keys out; the plugin's has them.
-    diagnostic = [name for name, f in FIELDS.items() if f.metadata["diagnostic"]]
+    diagnostic = [name for name in FIELDS if RULES[name]["diagnostic"]]
     assert config.diagnostic_keys() == tuple(diagnostic) == ("detector_oracle", "queue_workers",
                                                              "detector_eval_samples")
     assert [a.name for a in rs_arguments()] == [f"--{name}" for name in FIELDS if name not in diagnostic]
@@ -71,15 +76,21 @@ def test_the_config_generator_reads_the_config():
 def test_the_base_algorithms_are_the_variants():
     from semilearn.core.utils import ALGORITHMS
 
-    from rsmatch_usb.algorithms.rsmatch import RS_VARIANTS, RSMatch, plugin
+    from semilearn.algorithms.fixmatch import FixMatch
 
-    assert tuple(RS_VARIANTS) == FIELDS["base_algorithm"].metadata["choices"]
-    # The plugin registers the exported variants with its diagnostics; only its arguments have the diagnostic keys.
-    assert ALGORITHMS["rsmatch"] is plugin.RSMatch
-    assert all(issubclass(plugin.RS_VARIANTS[base], RS_VARIANTS[base]) for base in RS_VARIANTS)
-    exported = {a.name[2:] for a in RSMatch.get_argument()}
+    from rsmatch_usb.algorithms.rsmatch import RSMatch, RSMixin, plugin
+
+    assert tuple(plugin.RS_VARIANTS) == RULES["base_algorithm"]["choices"]
+    # The exported RSMatch is RSMatch on FixMatch; the plugin registers the exported mixin on every base, with
+    # its own features. Only its arguments have the plugin's keys (the diagnostic ones among them).
+    assert ALGORITHMS["rsmatch"] is plugin.RSMatch and issubclass(plugin.RS_VARIANTS["fixmatch"], RSMatch)
+    assert all(issubclass(variant, RSMixin) for variant in plugin.RS_VARIANTS.values())
+    exported = [a.name[2:] for a in RSMatch.get_argument()]
+    assert exported[:len(EXPORTED)] == EXPORTED
+    assert set(exported) - set(EXPORTED) == {a.name[2:] for a in FixMatch.get_argument()}
     registered = [a.name[2:] for a in plugin.RSMatch.get_argument()]
-    assert set(registered) - exported == set(config.diagnostic_keys())
+    assert set(config.diagnostic_keys()) <= set(registered) - set(exported)
+    assert not set(config.diagnostic_keys()) & set(exported) and "base_algorithm" not in exported
     assert registered[:len(FIELDS)] == list(FIELDS)  # RSMatch's keys first, in the config's order
 
 

@@ -88,7 +88,8 @@ def test_state_dict_round_trip_restores_net_scorer_and_optimizer():
     assert torch.equal(det.score(x), fresh.score(x))
 
 
-@pytest.mark.parametrize("name", ["config", "detector", "detector_inputs", "csqueue", "router", "trainer"])
+@pytest.mark.parametrize("name", ["keys", "config", "detector", "detector_inputs", "extensions", "csqueue", "router",
+                                  "trainer"])
 def test_component_does_not_import_semilearn(name):
     # Importing the package runs rsmatch_usb/__init__, which registers the algorithms; the
     # component modules themselves (and the siblings they import) must not need semilearn,

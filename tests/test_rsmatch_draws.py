@@ -6,7 +6,7 @@ import torch
 from torchvision import transforms
 
 from rsmatch_usb.algorithms.rsmatch.draw_workers import WorkerDraws
-from rsmatch_usb.algorithms.rsmatch.draws import QueueDraws, read_transformed
+from rsmatch_usb.algorithms.utils import QueueDraws, read_transformed
 
 
 class _Images:

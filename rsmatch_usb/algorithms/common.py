@@ -3,9 +3,10 @@ views, the eval-time guard and the synthetic-AUROC hook.
 
 Plain helpers on semilearn's ``AlgorithmBase`` and ``Hook``, so that no
 algorithm imports another's folder. The helpers RSMatch's USB export carries
-(image reads, the private RNG stream, the extra-state and CPU-input mixins)
-are in :mod:`.utils`.
+(image reads, the private RNG stream, the queue's draws) are in :mod:`.utils`;
+the extra-state and CPU-input mixins, which the export does without, are here.
 """
+from inspect import signature
 from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
@@ -124,3 +125,44 @@ class SyntheticAUROCHook(Hook):
         scores = score_unlabeled(algorithm, self.indices).numpy()
         algorithm.log_dict.update(auroc_by_source("eval/synthetic_auroc", self.flags, scores, self.source,
                                                   self.source_names))
+
+
+class ExtraStateMixin:
+    """Saves ``extra_state()`` (``{checkpoint key: value}``) beside USB's checkpoint; ``load_extra_state`` restores it.
+
+    A missing key or a mismatch raises KeyError/ValueError.
+    """
+
+    def extra_state(self):
+        return {}
+
+    def load_extra_state(self, checkpoint):
+        pass
+
+    def get_save_dict(self):
+        save_dict = super().get_save_dict()
+        save_dict.update(self.extra_state())
+        return save_dict
+
+    def load_model(self, load_path):
+        checkpoint = super().load_model(load_path)
+        self.load_extra_state(checkpoint)
+        return checkpoint
+
+
+class CPUInputsMixin:
+    """Keeps the train-step inputs named in ``cpu_inputs`` on the CPU (USB's ``process_batch`` moves all to the GPU).
+
+    Sample indices that only index CPU bookkeeping would otherwise need a
+    device-to-host copy each step, which waits for the GPU's queued work.
+    """
+
+    cpu_inputs = ()
+
+    def process_batch(self, input_args=None, **kwargs):
+        kept = {name: kwargs.pop(name) for name in self.cpu_inputs if kwargs.get(name) is not None}
+        batch = super().process_batch(input_args, **kwargs)
+        if input_args is None:
+            input_args = signature(self.train_step).parameters
+        batch.update({name: value for name, value in kept.items() if name in input_args})
+        return batch

@@ -1,9 +1,8 @@
-"""Helpers on USB's datasets and ``AlgorithmBase``: untransformed image reads, a private RNG stream for extra
-random augmentations, extra checkpoint state, train-step inputs kept on the CPU."""
+"""Helpers on USB's datasets: untransformed image reads, a private RNG stream for extra random augmentations,
+and the queue's draws (RSMatch's CSQueue images, re-read by index and re-augmented under a seed of their own)."""
 import contextlib
 import random
-from inspect import signature
-from typing import Any, Iterator, Tuple
+from typing import Any, Dict, Iterable, Iterator, Tuple
 
 import numpy as np
 import torch
@@ -13,26 +12,17 @@ from PIL import Image
 def read_sample(dataset: Any, index: int) -> Tuple[Image.Image, Any]:
     """``(image, target)`` of sample ``index`` of a USB dataset, the image decoded (PIL) but untransformed."""
     img, target = dataset.__sample__(index)
-    if isinstance(img, np.ndarray):
-        img = Image.fromarray(img)
-    return img, target
+    return (Image.fromarray(img) if isinstance(img, np.ndarray) else img), target
 
 
 def read_image(dataset: Any, index: int) -> Image.Image:
-    """Image ``index`` of a USB dataset, untransformed (as its ``__getitem__`` hands it to its transforms)."""
     return read_sample(dataset, index)[0]
 
 
 @contextlib.contextmanager
 def private_rng(seed: int) -> Iterator[None]:
-    """Run random augmentations on a stream seeded by ``seed``, leaving the global RNGs untouched.
-
-    Extra reads in the training process (RSMatch's queue draws) would otherwise
-    shift the data order and augmentations of the rest of training. Only the
-    CPU generator is seeded: ``torch.manual_seed`` would also reseed every CUDA
-    generator, which ``fork_rng(devices=[])`` does not restore, so on a GPU
-    dropout masks would restart from the same seed each step.
-    """
+    """Run random augmentations on a stream seeded by ``seed``, leaving the global RNGs (data order, augmentation)
+    untouched. Only the CPU generator: ``fork_rng(devices=[])`` would not restore a reseeded CUDA one."""
     py_state, np_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
@@ -45,42 +35,45 @@ def private_rng(seed: int) -> Iterator[None]:
             np.random.set_state(np_state)
 
 
-class ExtraStateMixin:
-    """Saves ``extra_state()`` (``{checkpoint key: value}``) beside USB's checkpoint; ``load_extra_state`` restores it.
-
-    A missing key or a mismatch raises KeyError/ValueError.
-    """
-
-    def extra_state(self):
-        return {}
-
-    def load_extra_state(self, checkpoint):
-        pass
-
-    def get_save_dict(self):
-        save_dict = super().get_save_dict()
-        save_dict.update(self.extra_state())
-        return save_dict
-
-    def load_model(self, load_path):
-        checkpoint = super().load_model(load_path)
-        self.load_extra_state(checkpoint)
-        return checkpoint
+def read_transformed(dataset: Any, indices: Iterable[int], seed: int) -> torch.Tensor:
+    """``dataset.transform(image)`` for each index, stacked; augmentations drawn from a stream seeded by ``seed``."""
+    with private_rng(seed):
+        return torch.stack([dataset.transform(read_image(dataset, int(i))) for i in indices])
 
 
-class CPUInputsMixin:
-    """Keeps the train-step inputs named in ``cpu_inputs`` on the CPU (USB's ``process_batch`` moves all to the GPU).
+class QueueDraws:
+    """One pending draw (indices, seed) at a time: :meth:`request` it, :meth:`take` its images, which depend
+    only on the indices and the seed; :meth:`pending` and :meth:`restore` carry it through a checkpoint."""
 
-    Sample indices that only index CPU bookkeeping would otherwise need a
-    device-to-host copy each step, which waits for the GPU's queued work.
-    """
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+        self._request = None  # (indices tensor, seed int)
 
-    cpu_inputs = ()
+    def request(self, indices: Iterable[int], seed: int) -> None:
+        if self._request is not None:
+            raise RuntimeError("QueueDraws.request: the previous draw was not taken")
+        self._request = (torch.as_tensor(indices).long().cpu(), int(seed))
 
-    def process_batch(self, input_args=None, **kwargs):
-        kept = {name: kwargs.pop(name) for name in self.cpu_inputs if kwargs.get(name) is not None}
-        batch = super().process_batch(input_args, **kwargs)
-        if input_args is None:
-            input_args = signature(self.train_step).parameters
-        batch.update({name: value for name, value in kept.items() if name in input_args})
-        return batch
+    def has_request(self) -> bool:
+        return self._request is not None
+
+    def take(self) -> torch.Tensor:
+        if self._request is None:
+            raise RuntimeError("QueueDraws.take: no draw was requested")
+        images = self.read(*self._request)
+        self._request = None
+        return images
+
+    def read(self, indices: torch.Tensor, seed: int) -> torch.Tensor:
+        return read_transformed(self.dataset, indices, seed)
+
+    def pending(self) -> Dict[str, torch.Tensor]:
+        """The pending request as {"indices", "seed"} tensors (seed -1: none)."""
+        if self._request is None:
+            return {"indices": torch.zeros(0, dtype=torch.long), "seed": torch.tensor(-1, dtype=torch.long)}
+        return {"indices": self._request[0].clone(), "seed": torch.tensor(self._request[1], dtype=torch.long)}
+
+    def restore(self, state: Dict[str, torch.Tensor]) -> None:
+        self._request = None
+        if int(state["seed"]) >= 0:
+            self.request(state["indices"], int(state["seed"]))

@@ -14,14 +14,13 @@ ALGORITHM_DIR = "semilearn/algorithms/rsmatch"
 MODULES: Dict[str, str] = {
     "rsmatch_usb.algorithms.rsmatch": "__init__.py",
     "rsmatch_usb.algorithms.rsmatch.rsmatch": "rsmatch.py",
-    "rsmatch_usb.algorithms.rsmatch.config": "config.py",
+    # The exported keys; the plugin's config module adds its own keys and every key's rule.
+    "rsmatch_usb.algorithms.rsmatch.keys": "config.py",
     "rsmatch_usb.algorithms.rsmatch.router": "router.py",
     "rsmatch_usb.algorithms.rsmatch.trainer": "trainer.py",
-    "rsmatch_usb.algorithms.rsmatch.draws": "draws.py",
     "rsmatch_usb.algorithms.rsmatch.detector": "detector.py",
     "rsmatch_usb.algorithms.rsmatch.detector_inputs": "detector_inputs.py",
     "rsmatch_usb.algorithms.rsmatch.csqueue": "csqueue.py",
-    "rsmatch_usb.algorithms.rsmatch.hooks": "hooks.py",
     "rsmatch_usb.heads": "heads.py",
     # USB keeps an algorithm's helpers in its folder's utils.py.
     "rsmatch_usb.algorithms.utils": "utils.py",
@@ -39,5 +38,5 @@ HEADER = "# Copyright (c) Microsoft Corporation.\n# Licensed under the MIT Licen
 
 # RSMatch keys the exported classic-CV configs set. A config lists USB's FixMatch keys, plus these
 # where they differ from RSMatch's defaults: none do today, so USB's configs train RSMatch at them.
-# Diagnostic keys (RSMatchConfig's fields marked ``diagnostic``) may not be listed.
+# Diagnostic keys (marked ``diagnostic`` in the plugin's config module) and plugin-only keys may not be listed.
 CONFIG_SETTINGS: Dict[str, Any] = {}

@@ -15,8 +15,8 @@ from torch.utils.data import Dataset
 
 from rsmatch_usb.heads import ExtraHeadsMixin
 
-from ..common import SyntheticAUROCHook, forward_all
-from ..utils import CPUInputsMixin, ExtraStateMixin, read_sample
+from ..common import CPUInputsMixin, ExtraStateMixin, SyntheticAUROCHook, forward_all
+from ..utils import read_sample
 from .hooks import InlierSelectionHook
 from .utils import ova_entropy_loss, ova_loss, ova_outlier_score, socr_loss
 

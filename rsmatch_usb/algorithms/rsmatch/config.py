@@ -1,108 +1,110 @@
-"""RSMatch's settings: one typed dataclass, the single source of their keys, defaults, ranges and help.
+"""RSMatch's settings as the plugin takes them: the exported keys (:mod:`.keys`), the plugin's own, and each one's rule.
 
-USB's argument list (``rs_arguments`` in :mod:`.rsmatch`), the components'
-constructor defaults (:class:`~.detector.Detector`, :class:`~.router.Router`,
-:class:`~.trainer.DetectorTrainer`), the benchmark config generator and the
-USB export all read :class:`RSMatchConfig`, so a default cannot drift between
-them. Each numeric field carries its valid range as field metadata
-(``metadata["range"] = (lo, hi)``, both ends included unless named in
-``metadata["open"]``), which :meth:`RSMatchConfig.problems` checks and from
-which a command-line front end can take its table of numeric keys
-through :func:`ranges`. Upper bounds are sanity limits, as in that table: far above
-any setting that makes sense, below what exhausts memory (``queue_size``)
-or turns the model to NaN within a few steps (learning rates, loss weights).
-Keys marked ``metadata["diagnostic"]`` are for analysis, not training
-(:func:`diagnostic_keys`): RSMatch's own argument list leaves them out and a
-run without them keeps their defaults; exported configs never set them.
+:mod:`.keys` (exported to USB as ``config.py``) holds the keys, defaults and
+help of the algorithm USB gets. The plugin adds the keys of its own features
+(the other bases, the dummy head's own targets and their ``p_cutoff``, the
+diagnostics) and, per key, its rule: the valid range of a number
+(``(lo, hi)``, both ends included unless named in ``open``) or the choices of
+a string, which :meth:`RSMatchConfig.problems` checks and from which the
+train command's table of numeric keys (``rsmatch_usb.config.NUMERIC_KEYS``)
+takes RSMatch's rows through :func:`ranges`. Upper bounds are sanity limits:
+far above any setting that makes sense, below what exhausts memory
+(``queue_size``) or turns the model to NaN within a few steps (learning
+rates, loss weights). Keys marked ``diagnostic`` are for analysis, not
+training (:func:`diagnostic_keys`): a run without them keeps their defaults,
+and exported configs never set them.
 
-Standard library only: the config generator loads this file without torch.
+Standard library only: the benchmark config generator loads this file by its
+path, without torch, and :mod:`.keys` beside it likewise.
 """
 import dataclasses
+import importlib
+import importlib.util
 import math
+import os
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 INF = math.inf
+
+
+def _keys_module() -> Any:
+    if __package__:
+        return importlib.import_module(".keys", __package__)
+    # Loaded by path (benchmark_configs/generate.py): the sibling file, by path too.
+    spec = importlib.util.spec_from_file_location("rsmatch_keys", os.path.join(os.path.dirname(__file__), "keys.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while building the class
+    spec.loader.exec_module(module)
+    return module
+
+
+keys = _keys_module()
 
 
 def _setting(default: Any, help_text: str, bounds: Optional[Tuple[float, float]] = None,
              open_ends: Tuple[str, ...] = (), choices: Optional[Tuple[str, ...]] = None,
              diagnostic: bool = False) -> Any:
-    metadata = {"help": help_text, "diagnostic": diagnostic}
+    """A plugin key, its rule in its metadata (an exported key's rule is in :data:`RULES`)."""
+    return field(default=default, metadata=dict(help=help_text, **_rule(bounds, open_ends, choices, diagnostic)))
+
+
+def _rule(bounds: Optional[Tuple[float, float]] = None, open_ends: Tuple[str, ...] = (),
+          choices: Optional[Tuple[str, ...]] = None, diagnostic: bool = False) -> Dict[str, Any]:
+    rule: Dict[str, Any] = {"diagnostic": diagnostic}
     if bounds is not None:
-        metadata["range"] = bounds
-        metadata["open"] = open_ends
+        rule.update(range=bounds, open=open_ends)
     if choices is not None:
-        metadata["choices"] = choices
-    return field(default=default, metadata=metadata)
+        rule["choices"] = choices
+    return rule
+
+
+BASES = ("fixmatch", "flexmatch", "freematch", "softmatch")
+DETECTOR_INPUTS = ("rgb", "highpass", "npr", "spectrum", "rgb+npr", "rgb+highpass")
+
+# The rule of each exported key (those of :mod:`.keys`, which carries no ranges).
+RULES: Dict[str, Dict[str, Any]] = {
+    "use_detector": _rule(), "use_dummy_head": _rule(), "use_queue": _rule(),
+    "lambda_syn": _rule((0, 10_000)),
+    "detector_threshold": _rule((0, 1)),
+    "detector_calib_per_class": _rule((0, 1_000_000)),
+    "detector_calib_quantile": _rule((0, 1)),
+    "detector_width": _rule((1, 1024)),
+    "detector_input": _rule(choices=DETECTOR_INPUTS),
+    "detector_lr": _rule((0, 10), ("lo",)),
+    "detector_wd": _rule((0, 1)),
+    "detector_ema_m": _rule((0, 1)),
+    "detector_ema_warmup": _rule(),
+    "detector_ulb_real": _rule((0, 1_000_000)),
+    "pu_mass": _rule((0, 10_000), ("lo",)),
+    "pu_pos_weight": _rule((0, 10_000)),
+    "queue_size": _rule((1, 100_000)),
+    "queue_push_classes": _rule((1, 100_000)),
+    "queue_push_per_class": _rule((1, 100_000)),
+    "queue_min_score": _rule((0, 1)),
+    "queue_min_fill": _rule((0, 100_000)),
+    "queue_gate_share": _rule((0, 1), ("lo",)),
+}
 
 
 @dataclass(frozen=True)
-class RSMatchConfig:
-    """Every key RSMatch adds to its base algorithm's, with its default (the paper gives none; ours)."""
+class RSMatchConfig(keys.RSMatchConfig):
+    """The exported keys, then the plugin's own."""
 
-    base_algorithm: str = _setting("fixmatch", "the USB algorithm RSMatch extends",
-                                   choices=("fixmatch", "flexmatch", "freematch", "softmatch"))
-    # ablation switches
-    use_detector: bool = _setting(True, "False: every unlabeled sample is real (the base)")
-    use_dummy_head: bool = _setting(True, "False: samples judged synthetic are discarded (the filter baseline)")
-    use_queue: bool = _setting(True, "False: the detector trains on labeled vs unlabeled (PU) throughout")
-    # losses and routing
-    lambda_syn: float = _setting(1.0, "weight of the dummy head's unlabeled loss", bounds=(0, 10_000))
+    base_algorithm: str = _setting("fixmatch", "the USB algorithm RSMatch extends", choices=BASES)
     dummy_pseudo_label: str = _setting(
         "real", "dummy head targets: 'real' head's or the 'dummy' head's own weak-view prediction",
         choices=("real", "dummy"))
     p_cutoff: float = _setting(
         0.95, "confidence threshold of pseudo-labels (FixMatch, FlexMatch; the dummy head's own targets)",
         bounds=(0, 1))
-    detector_threshold: float = _setting(
-        0.5, "score at or above which a sample is synthetic (raised by the calibration images' scores)",
-        bounds=(0, 1))
-    detector_calib_per_class: int = _setting(
-        1, "labeled images per class held out of the detector's training to calibrate its threshold",
-        bounds=(0, 1_000_000))
-    detector_calib_quantile: float = _setting(
-        1.0, "the floor is this quantile of the held-out images' scores (1: their maximum)", bounds=(0, 1))
-    # detector
-    detector_width: int = _setting(16, "detector widths are w, 2w, 4w", bounds=(1, 1024))
-    detector_input: str = _setting(
-        "rgb+npr", "what the detector sees: rgb (the image), highpass, npr (residuals keeping up-sampling traces), "
-               "spectrum, or several joined by '+' (rgb+npr)",
-        choices=("rgb", "highpass", "npr", "spectrum", "rgb+npr", "rgb+highpass"))
-    detector_lr: float = _setting(3e-3, "detector Adam learning rate", bounds=(0, 10), open_ends=("lo",))
-    detector_wd: float = _setting(5e-3, "detector Adam weight decay (keeps it from memorizing the few labeled "
-                                        "images)", bounds=(0, 1))
-    detector_ema_m: float = _setting(0.99, "EMA momentum of the scoring copy of the detector (0: the detector "
-                                           "itself)", bounds=(0, 1))
-    detector_ulb_real: int = _setting(
-        0, "the detector also trains on this many lowest-scoring unlabeled samples (of those judged real) as real",
-        bounds=(0, 1_000_000))
     detector_oracle: bool = _setting(
         False, "diagnostic, not SSL: route by the unlabeled set's ground-truth synthetic flags from the first "
                "step (the detector still trains and is evaluated); the dummy head's ceiling", diagnostic=True)
-    detector_ema_warmup: bool = _setting(
-        True, "EMA momentum min(detector_ema_m, 1 - 1/(t+1)) at detector step t: early scores follow the detector")
-    pu_mass: float = _setting(
-        1 / 3, "bootstrap mass of the unlabeled ('possibly synthetic') side relative to the labeled side",
-        bounds=(0, 10_000), open_ends=("lo",))
-    pu_pos_weight: float = _setting(
-        0.0, "bootstrap weight of each unlabeled sample, overriding pu_mass; 0: pu_mass * num_lb / num_ulb",
-        bounds=(0, 10_000))
-    # CSQueue
-    queue_size: int = _setting(128, "K: capacity of each class sub-queue", bounds=(1, 100_000))
-    queue_push_classes: int = _setting(5, "P: classes served per step", bounds=(1, 100_000))
-    queue_push_per_class: int = _setting(4, "Q: top-scoring images pushed per served class", bounds=(1, 100_000))
-    queue_min_score: float = _setting(0.5, "only samples scoring at least this are pushed", bounds=(0, 1))
-    queue_min_fill: int = _setting(
-        16, "bootstrap ends once queue_gate_share of the sub-queues hold this many images (at most queue_size)",
-        bounds=(0, 100_000))
-    queue_gate_share: float = _setting(
-        1.0, "share of the class sub-queues that must hold queue_min_fill images to end the bootstrap",
-        bounds=(0, 1), open_ends=("lo",))
     queue_workers: int = _setting(
         1, "processes reading the next step's queue images ahead (0: read on the training thread)", bounds=(0, 64),
         diagnostic=True)
-    # analysis
     detector_eval_samples: int = _setting(4000, "unlabeled images scored at each evaluation (0: all)",
                                           bounds=(0, 10 ** 9), diagnostic=True)
 
@@ -114,24 +116,30 @@ class RSMatchConfig:
         """
         values = {}
         for f in dataclasses.fields(cls):
-            value = getattr(args, f.name, f.default) if f.metadata["diagnostic"] else getattr(args, f.name)
-            values[f.name] = str(value).lower() if "choices" in f.metadata else value
+            rule = rule_of(f)
+            value = getattr(args, f.name, f.default) if rule["diagnostic"] else getattr(args, f.name)
+            values[f.name] = str(value).lower() if "choices" in rule else value
         return cls(**values)
 
     def problems(self) -> List[str]:
         """One ``key: problem (got value)`` line per setting out of its range or choices; empty when valid."""
         out = []
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if "choices" in f.metadata and value not in f.metadata["choices"]:
-                out.append(f"{f.name}: {value!r} is not one of {', '.join(f.metadata['choices'])}")
-            elif "range" in f.metadata:
-                problem = _range_problem(value, f.type, f.metadata["range"], f.metadata["open"])
+            value, rule = getattr(self, f.name), rule_of(f)
+            if "choices" in rule and value not in rule["choices"]:
+                out.append(f"{f.name}: {value!r} is not one of {', '.join(rule['choices'])}")
+            elif "range" in rule:
+                problem = _range_problem(value, f.type, rule["range"], rule["open"])
                 if problem:
                     out.append(f"{f.name}: {problem} (got {value!r})")
         if not out and self.queue_min_fill > self.queue_size:
             out.append(f"queue_min_fill: must lie in [0, queue_size={self.queue_size}] (got {self.queue_min_fill})")
         return out
+
+
+def rule_of(f: dataclasses.Field) -> Mapping[str, Any]:
+    """The rule of the setting ``f``: ``diagnostic``, and ``range`` and ``open``, or ``choices``, where it has them."""
+    return RULES[f.name] if f.name in RULES else f.metadata
 
 
 def _range_problem(value: Any, kind: Any, bounds: Tuple[float, float], open: Tuple[str, ...]) -> Optional[str]:
@@ -152,13 +160,13 @@ def _range_problem(value: Any, kind: Any, bounds: Tuple[float, float], open: Tup
 
 def ranges() -> Dict[str, Tuple[float, float, Tuple[str, ...]]]:
     """``{key: (lo, hi, open ends)}`` of every numeric setting, for a central range table."""
-    return {f.name: (*f.metadata["range"], f.metadata["open"])
-            for f in dataclasses.fields(RSMatchConfig) if "range" in f.metadata}
+    return {f.name: (*rule_of(f)["range"], rule_of(f)["open"])
+            for f in dataclasses.fields(RSMatchConfig) if "range" in rule_of(f)}
 
 
 def diagnostic_keys() -> Tuple[str, ...]:
-    """The keys for analysis, not for training (``diagnostic`` in their metadata): never in an exported config."""
-    return tuple(f.name for f in dataclasses.fields(RSMatchConfig) if f.metadata["diagnostic"])
+    """The keys for analysis, not for training (``diagnostic`` in their rule): never in an exported config."""
+    return tuple(f.name for f in dataclasses.fields(RSMatchConfig) if rule_of(f)["diagnostic"])
 
 
 def defaults() -> Dict[str, Any]:

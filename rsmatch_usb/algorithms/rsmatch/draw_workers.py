@@ -21,7 +21,7 @@ import torch
 
 from data_tools.processes import die_with_parent
 
-from .draws import QueueDraws, read_transformed
+from ..utils import QueueDraws, read_transformed
 
 # The dataset a worker process reads from (inherited at fork, set by _init_worker).
 _worker_dataset = None

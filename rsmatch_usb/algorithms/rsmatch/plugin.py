@@ -1,29 +1,44 @@
-"""RSMatch as the plugin registers it: the exported algorithm (:mod:`.rsmatch`) plus the plugin's diagnostics.
+"""RSMatch as the plugin registers it: the exported algorithm (:mod:`.rsmatch`) plus the plugin's own features.
 
-The USB export carries :mod:`.rsmatch` and its components; this module, which
-none of them imports, adds what serves analysis and this plugin's tools:
+The USB export carries :mod:`.rsmatch` and its components (RSMatch on
+FixMatch); this module, which none of them imports, adds what serves the
+plugin's studies, analysis and tools:
 
+- ``base_algorithm``: RSMatch on FlexMatch, FreeMatch or SoftMatch too (the
+  exported mixin, :class:`~.rsmatch.RSMixin`, on another base);
+- ``dummy_pseudo_label: dummy``: the dummy head's own weak-view targets;
+- the range and choice checks of every key (:mod:`.config`), a one-line
+  error before anything is built;
+- the detector inputs ``highpass`` and ``spectrum``, and detector networks
+  that record their settings in the checkpoint (:mod:`.extensions`);
 - ``detector_oracle``: route by the unlabeled set's ground-truth synthetic
   flags (:class:`OracleRouter`), the dummy head's ceiling;
 - :class:`DetectorEvalHook`: detector AUROC/FPR and queue purity against those
   flags at each evaluation, over ``detector_eval_samples`` images;
 - ``queue_workers``: the queue's draws read in worker processes
-  (:mod:`.draw_workers`) instead of on the training thread;
+  (:mod:`.draw_workers`) instead of on the training thread, and the
+  train-step inputs that index CPU bookkeeping kept on the CPU;
 - the log lines of the detector's cost and, under DDP, of the fingerprint of
   the detector and the queue at the end of the run;
 - the ``scoring`` entry of the checkpoint that ``rsmatch-detect`` reads.
 
-The diagnostic keys are :class:`~.config.RSMatchConfig`'s fields marked
-``diagnostic``; the training itself is the exported algorithm's, step for step.
+The diagnostic keys are those of :mod:`.config` marked ``diagnostic``; on
+FixMatch at the exported keys the training is the exported algorithm's, step
+for step.
 """
 import contextlib
+import dataclasses
 import io
 import logging
-from typing import Tuple
+from typing import Any, List, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
+from semilearn.algorithms.flexmatch import FlexMatch
+from semilearn.algorithms.freematch import FreeMatch
+from semilearn.algorithms.softmatch import SoftMatch
+from semilearn.algorithms.utils import SSL_Argument, str2bool
 from semilearn.core.hooks import Hook
 from semilearn.core.utils import ALGORITHMS
 from sklearn.metrics import precision_score, recall_score
@@ -34,12 +49,11 @@ from rsmatch_usb.errors import UserError
 from rsmatch_usb.fingerprints import fingerprint, log_fingerprint
 from rsmatch_usb.origin import auroc_by_source, unlabeled_origin
 
-from ..common import IndexedImages, at_eval_on_main_rank
+from ..common import CPUInputsMixin, IndexedImages, at_eval_on_main_rank
 from . import rsmatch as exported
-from .config import RSMatchConfig
-from .detector import Detector
+from .config import RSMatchConfig, rule_of
 from .draw_workers import WorkerDraws
-from .hooks import DetectorPlacementHook, replace_hook
+from .extensions import Detector
 from .images import view_settings
 from .router import Router
 
@@ -128,8 +142,8 @@ class DetectorEvalHook(Hook):
         return out
 
 
-class RunEndHook(DetectorPlacementHook):
-    """The detector's placement, and at the end of the run: the draw workers stopped, the DDP fingerprint logged."""
+class RunEndHook(Hook):
+    """At the end of the run: the draw workers stopped, the DDP fingerprint logged."""
 
     def after_run(self, algorithm):
         algorithm.trainer.draws.close()
@@ -171,12 +185,47 @@ def detector_cost(detector: Detector, model: nn.Module, img_size: int) -> str:
             f"of the classifier's {cls_flops:,})")
 
 
-class DiagnosticsMixin:
-    """The plugin's diagnostics on an exported RS variant; mix in before it."""
+def checked(cfg: RSMatchConfig) -> RSMatchConfig:
+    """``cfg``, or an error naming its first setting out of range."""
+    problems = cfg.problems()
+    if problems:
+        raise UserError(problems[0])
+    return cfg
 
-    router_class = OracleRouter
+
+def rs_arguments(diagnostic: bool = False) -> List[SSL_Argument]:
+    """The arguments RSMatch adds to its base algorithm's in the plugin: :class:`RSMatchConfig`'s fields, in its
+    order, each choice key's help naming its choices. The diagnostic keys only with ``diagnostic``."""
+    arguments = []
+    for f in dataclasses.fields(RSMatchConfig):
+        rule = rule_of(f)
+        if rule["diagnostic"] and not diagnostic:
+            continue
+        help_text = f.metadata["help"] + (": " + ", ".join(rule["choices"]) if "choices" in rule else "")
+        arguments.append(SSL_Argument(f"--{f.name}", str2bool if f.type is bool else f.type, f.default, help_text))
+    return arguments
+
+
+def _merge_arguments(*lists: List[SSL_Argument]) -> List[SSL_Argument]:
+    """The arguments of several lists, each name once (the first list that has it wins)."""
+    out, seen = [], set()
+    for arguments in lists:
+        for argument in arguments:
+            if argument.name not in seen:
+                seen.add(argument.name)
+                out.append(argument)
+    return out
+
+
+class PluginMixin(CPUInputsMixin):
+    """The plugin's features on an RS variant (mix in before it)."""
+
+    config_class, router_class, detector_class = RSMatchConfig, OracleRouter, Detector
+    # The queue and the calibration use the sample indices on the CPU; the base gets its own device copy.
+    cpu_inputs = ("idx_ulb", "idx_lb")
 
     def init_rs(self, cfg: RSMatchConfig) -> None:
+        checked(cfg)
         oracle = None
         if cfg.detector_oracle:  # route by the ground truth (the dummy head's ceiling)
             origin = unlabeled_origin(self)
@@ -195,48 +244,79 @@ class DiagnosticsMixin:
 
     def set_hooks(self):
         super().set_hooks()
-        replace_hook(self, "DetectorPlacementHook", RunEndHook())
+        self.register_hook(RunEndHook(), "RSMatchRunEndHook", "VERY_HIGH")
         # NORMAL: after EvaluationHook (HIGH), before LoggingHook (LOWEST).
         self.register_hook(DetectorEvalHook(), "DetectorEvalHook", "NORMAL")
 
-    def extra_state(self):
-        state = super().extra_state()
+    def dummy_head_loss(self, feats, pseudo_label, mask, syn):
+        """The exported loss (``dummy_pseudo_label: real``), or with the dummy head's own weak-view prediction,
+        thresholded at ``p_cutoff``, as its targets (``dummy_pseudo_label: dummy``)."""
+        if self.rs.dummy_pseudo_label == "real":
+            return super().dummy_head_loss(feats, pseudo_label, mask, syn)
+        both = torch.cat((feats["x_ulb_w"].detach(), feats["x_ulb_s"]))
+        logits_w, logits_s = self.extra_heads(both)["dummy"].chunk(2)
+        probs_w = self.compute_prob(logits_w.detach())
+        mask = probs_w.amax(dim=-1).ge(self.rs.p_cutoff).to(probs_w.dtype)
+        pseudo_label = self.call_hook("gen_ulb_targets", "PseudoLabelingHook", logits=probs_w,
+                                      use_hard_label=self.use_hard_label, T=self.T, softmax=False)
+        return self.consistency_loss(logits_s, pseudo_label, "ce", mask=mask * syn)
+
+    def get_save_dict(self):
+        save_dict = super().get_save_dict()
         # For rsmatch-detect only (never loaded): the threshold, and how images are viewed.
-        state["rsmatch_state"]["scoring"] = {
+        save_dict["rsmatch_state"]["scoring"] = {
             "routing_threshold": torch.tensor(float(self.router.routing_threshold)),
             "eval_view": view_settings(self.dataset_dict["eval"].transform)}
-        return state
+        return save_dict
 
     @classmethod
     def get_argument(cls):
-        """RSMatch's arguments with its diagnostic keys, then the base's."""
-        return exported._merge_arguments(exported.rs_arguments(diagnostic=True), super().get_argument())
+        """RSMatch's arguments with the plugin's keys, the diagnostic ones too, then the base's."""
+        return _merge_arguments(rs_arguments(diagnostic=True), super().get_argument())
 
 
-class RSFixMatch(DiagnosticsMixin, exported.RSFixMatch):
-    """RSMatch on FixMatch (the paper's), with the plugin's diagnostics."""
+class RSFixMatch(PluginMixin, exported.RSMatch):
+    """RSMatch on FixMatch (the paper's, the exported algorithm), with the plugin's features."""
 
 
-class RSFlexMatch(DiagnosticsMixin, exported.RSFlexMatch):
-    """RSMatch on FlexMatch, with the plugin's diagnostics."""
+class RSFlexMatch(PluginMixin, exported.RSMixin, FlexMatch):
+    """RSMatch on FlexMatch (curriculum per-class thresholds)."""
+
+    def base_train_step(self, idx_ulb, **inputs):
+        # Where USB's process_batch would put it: FlexMatch indexes a tensor on the model's device with it.
+        return FlexMatch.train_step(self, idx_ulb=idx_ulb.to(inputs["x_lb"].device), **inputs)
 
 
-class RSFreeMatch(DiagnosticsMixin, exported.RSFreeMatch):
-    """RSMatch on FreeMatch, with the plugin's diagnostics."""
+class RSFreeMatch(PluginMixin, exported.RSMixin, FreeMatch):
+    """RSMatch on FreeMatch (self-adaptive thresholds, fairness entropy term)."""
 
 
-class RSSoftMatch(DiagnosticsMixin, exported.RSSoftMatch):
-    """RSMatch on SoftMatch, with the plugin's diagnostics."""
+class RSSoftMatch(PluginMixin, exported.RSMixin, SoftMatch):
+    """RSMatch on SoftMatch (truncated-Gaussian sample weights, uniform distribution alignment)."""
 
 
 RS_VARIANTS = {"fixmatch": RSFixMatch, "flexmatch": RSFlexMatch, "freematch": RSFreeMatch,
                "softmatch": RSSoftMatch}
 
 
-class RSMatch(exported.RSMatch):
-    """``algorithm: rsmatch`` in the plugin: the exported dispatcher over the variants with diagnostics."""
+class RSMatch:
+    """``algorithm: rsmatch`` in the plugin: builds the RS variant of ``base_algorithm`` (default fixmatch).
+
+    USB's registry calls this with the run's args; the object returned is an
+    instance of one of :attr:`variants`. Its arguments are RSMatch's and every
+    supported base's.
+    """
 
     variants = RS_VARIANTS
+
+    def __new__(cls, args: Any, net_builder: Any, tb_log: Any = None, logger: Any = None) -> Any:
+        # Checked here too, before the base builds its model and data.
+        cfg = checked(RSMatchConfig.from_args(args))
+        return cls.variants[cfg.base_algorithm](args, net_builder, tb_log, logger)
+
+    @classmethod
+    def get_argument(cls) -> List[SSL_Argument]:
+        return _merge_arguments(*(variant.get_argument() for variant in cls.variants.values()))
 
 
 # Registered in place of the exported RSMatch (registered when .rsmatch was imported); USB's registry
