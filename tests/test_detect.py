@@ -19,8 +19,10 @@ from rsmatch_usb import detect
 def run_dir(tmp_path_factory):
     """A 4-iteration RSMatch run on contaminated digits (its checkpoint holds a detector and its scoring settings)."""
     tmp = tmp_path_factory.mktemp("detect_run")
+    # detector_input rgb: what every checkpoint from before the key holds, which the "older checkpoint" test
+    # imitates by stripping the recorded settings.
     cfg = tiny_config(tmp, name="rsmatch", algorithm="rsmatch", detector_width=4, synthetic_source="bundled",
-                      synthetic_ratio=1.0, num_train_iter=4, num_eval_iter=4)
+                      synthetic_ratio=1.0, num_train_iter=4, num_eval_iter=4, detector_input="rgb")
     code, folder = run_train(tmp, cfg)
     assert code == 0
     return folder

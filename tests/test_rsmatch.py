@@ -162,9 +162,12 @@ def test_oracle_routes_the_ground_truth_synthetic_samples_from_the_first_step(tm
 def test_the_routed_mask_is_the_bases_times_judged_real_and_the_base_keeps_its_hook(tmp_path):
     alg = build_algorithm(tmp_path, rsmatch_config(tmp_path, base_algorithm="flexmatch"))
     hook = alg.hooks_dict["MaskingHook"]
-    # The base's own hooks stay registered, once each: RSMatch routes through call_hook, not a hook of its own.
-    assert type(hook).__name__ == "FlexMatchThresholdingHook" and hook in alg._hooks
-    assert [h.name for h in alg._hooks].count("MaskingHook") == 1
+    # The base's own hooks stay registered, once each, with RSMatch's routing mixed into their classes; RSMatch
+    # does not override call_hook.
+    from rsmatch_usb.algorithms.rsmatch.rsmatch import RecordedPseudoLabels, RoutedMasking, RSMixin
+    assert isinstance(hook, RoutedMasking) and hook in alg._hooks
+    assert "FlexMatchThresholdingHook" in [c.__name__ for c in type(hook).__mro__]
+    assert [h.name for h in alg._hooks].count("MaskingHook") == 1 and "call_hook" not in vars(RSMixin)
     # FlexMatch's load_model writes its thresholds' state through hooks_dict["MaskingHook"]; it must land
     # in the hook that computes the mask.
     hook.classwise_acc = torch.full_like(hook.classwise_acc, 0.5)
@@ -174,15 +177,16 @@ def test_the_routed_mask_is_the_bases_times_judged_real_and_the_base_keeps_its_h
     probs = torch.tensor([[0.99, 0.01], [0.99, 0.01], [0.6, 0.4]])
     idx = torch.tensor([0, 1, 2])
     base = hook.masking(alg, logits_x_ulb=probs, idx_ulb=idx, softmax_x_ulb=False)
-    alg.judged_real = torch.tensor([1.0, 0.0, 1.0])
+    hook.real = torch.tensor([1.0, 0.0, 1.0])
     routed = alg.call_hook("masking", "MaskingHook", logits_x_ulb=probs, idx_ulb=idx, softmax_x_ulb=False)
-    assert torch.equal(routed, base * alg.judged_real) and torch.equal(alg.base_mask, base) and routed[1] == 0 < base[1]
-    alg.judged_real = None
+    assert torch.equal(routed, base * hook.real) and torch.equal(hook.mask, base) and routed[1] == 0 < base[1]
+    hook.real = None
     assert torch.equal(alg.call_hook("masking", "MaskingHook", logits_x_ulb=probs, idx_ulb=idx, softmax_x_ulb=False),
                        base)
     labels = alg.call_hook("gen_ulb_targets", "PseudoLabelingHook", logits=probs, use_hard_label=True, T=1.0,
                            softmax=False)
-    assert alg.base_pseudo_label is labels
+    labeling = alg.hooks_dict["PseudoLabelingHook"]
+    assert isinstance(labeling, RecordedPseudoLabels) and labeling.targets is labels
 
 
 # ---------------------------------------------------------------- detector supervision and the gate

@@ -32,14 +32,13 @@ class RSMixin(ExtraHeadsMixin):
     """Adds RSMatch's detector, CSQueue and dummy head to a USB algorithm (mix in before it), keeping its train step.
 
     Each step scores the unlabeled weak views and the held-out labeled images with the detector's EMA copy;
-    runs the base's train step with its unlabeled mask multiplied by "judged real" (:meth:`call_hook`), while
+    runs the base's train step with its unlabeled mask multiplied by "judged real" (:class:`RoutedMasking`), while
     the base's threshold statistics still see the whole batch; trains the dummy head on the samples judged
     synthetic with the base's pseudo-labels and mask; pushes the top-scoring samples into the CSQueue and takes
     one detector step. With ``use_detector: False`` it is the base, step for step.
     """
 
     config_class, router_class, detector_class = RSMatchConfig, Router, Detector
-    judged_real = None  # during a routed train step: 1 per unlabeled sample judged real, 0 per one judged synthetic
 
     def __init__(self, args, net_builder, tb_log=None, logger=None):
         super().__init__(args, net_builder, tb_log, logger)
@@ -67,17 +66,9 @@ class RSMixin(ExtraHeadsMixin):
 
     def set_hooks(self):
         super().set_hooks()
+        mix_into(self.hooks_dict["MaskingHook"], RoutedMasking)
+        mix_into(self.hooks_dict["PseudoLabelingHook"], RecordedPseudoLabels)
         self.register_hook(DetectorPlacementHook(), "DetectorPlacementHook", "VERY_HIGH")
-
-    def call_hook(self, fn_name, hook_name=None, *args, **kwargs):
-        """USB's; keeps the base's mask and pseudo-labels, and returns the mask times :attr:`judged_real`."""
-        out = super().call_hook(fn_name, hook_name, *args, **kwargs)
-        if fn_name == "masking":
-            self.base_mask = out
-            return out if self.judged_real is None else out * self.judged_real
-        if fn_name == "gen_ulb_targets":
-            self.base_pseudo_label = out
-        return out
 
     def base_train_step(self, idx_ulb, **inputs):
         """The base's train step (``idx_ulb`` for a base that takes it; FixMatch does not)."""
@@ -96,12 +87,13 @@ class RSMixin(ExtraHeadsMixin):
         self.router.record(idx_lb, held, calib)
         threshold = self.router.routing_threshold
         judged, syn = self.router.route(scores, idx_ulb)
-        self.judged_real = 1 - syn
+        masking, labeling = self.hooks_dict["MaskingHook"], self.hooks_dict["PseudoLabelingHook"]
+        masking.real = 1 - syn
         try:
             out_dict, log_dict = self.base_train_step(idx_ulb, **inputs)
         finally:
-            self.judged_real = None
-        mask, pseudo_label = self.base_mask, self.base_pseudo_label
+            masking.real = None
+        mask, pseudo_label = masking.mask, labeling.targets
         logged = {"util_ratio": mask.float().mean()}
         if self.rs.use_dummy_head:
             with self.amp_cm():
@@ -156,6 +148,33 @@ class RSMixin(ExtraHeadsMixin):
         own = [SSL_Argument(f"--{f.name}", str2bool if f.type is bool else f.type, f.default, f.metadata["help"])
                for f in dataclasses.fields(cls.config_class)]
         return own + [a for a in super().get_argument() if a.name not in {o.name for o in own}]
+
+
+class RoutedMasking:
+    """Mixed into the base's MaskingHook: keeps its mask and, while :attr:`real` is set, returns it times "judged
+    real", so the real head's unlabeled loss (and whatever else the base derives from the mask) sees only the
+    samples judged real while the base's threshold statistics still see the whole batch."""
+    real = mask = None
+
+    def masking(self, algorithm, *args, **kwargs):
+        self.mask = super().masking(algorithm, *args, **kwargs)
+        return self.mask if self.real is None else self.mask * self.real
+
+
+class RecordedPseudoLabels:
+    """Mixed into the base's PseudoLabelingHook: keeps its last targets (the dummy head's and the queue's)."""
+    targets = None
+
+    def gen_ulb_targets(self, algorithm, *args, **kwargs):
+        self.targets = super().gen_ulb_targets(algorithm, *args, **kwargs)
+        return self.targets
+
+
+def mix_into(hook: Hook, mixin: type) -> Hook:
+    """``hook`` with ``mixin``'s methods before its own class's; its state, name and priority stay as registered
+    (the bases read and write their hooks' state through ``hooks_dict``, e.g. FlexMatch's ``classwise_acc``)."""
+    hook.__class__ = type(mixin.__name__ + type(hook).__name__, (mixin, type(hook)), {})
+    return hook
 
 
 class DetectorPlacementHook(Hook):
