@@ -159,7 +159,7 @@ def test_export_carries_no_plugin_only_helpers(exported):
         assert not re.search(r"\b(rsmatch_usb|data_tools)\b", path.read_text()), path
 
 
-@pytest.mark.xfail(strict=True, reason="the exported RSMatch is 939 lines, 606 of them code (with USB's header on "
+@pytest.mark.xfail(strict=True, reason="the exported RSMatch is 958 lines, 613 of them code (with USB's header on "
                                        "each of its 10 files); within 700 it must do still less, a decision about "
                                        "RSMatch itself (docs/upstream.md)")
 def test_exported_algorithm_folder_is_at_most_700_lines(exported):
