@@ -62,8 +62,15 @@ def source_names(args) -> dict[str, str]:
     Guided diffusion sources carry their scale (``ddim25_cfg3``); plain
     conditional sampling (scale 1) has none.
     """
-    cfg = f"_cfg{args.guidance_scale:g}" if args.guidance_scale != 1.0 else ""
-    return {"many": f"ddim{args.many_steps}{cfg}", "few": f"dpmsolver{args.few_steps}{cfg}", "gan": "cgan"}
+    def cfg(key: str) -> str:
+        return f"_cfg{guidance_of(key, args):g}" if guidance_of(key, args) != 1.0 else ""
+    return {"many": f"ddim{args.many_steps}{cfg('many')}", "few": f"dpmsolver{args.few_steps}{cfg('few')}",
+            "gan": "cgan"}
+
+
+def guidance_of(key: str, args) -> float:
+    """The classifier-free guidance scale of a source: each sampler has its own (the GAN: none, 1)."""
+    return {"many": args.guidance_scale, "few": args.few_guidance_scale}.get(key, 1.0)
 
 
 def npz_path(out_dir: Path, name: str) -> Path:
@@ -151,7 +158,7 @@ def make_source(key: str, name: str, model, args) -> tuple[np.ndarray, np.ndarra
         steps, sampler, seed = ((args.many_steps, "ddim", args.seed + 1) if key == "many"
                                 else (args.few_steps, "dpmsolver", args.seed + 2))
         images = sample_diffusion(unet, scheduler, labels, steps=steps, seed=seed, batch=args.sample_batch,
-                                  null_class=NULL_CLASS, guidance_scale=args.guidance_scale,
+                                  null_class=NULL_CLASS, guidance_scale=guidance_of(key, args),
                                   sampler=sampler, desc=f"sample {name}")
     return images, labels, time.perf_counter() - start
 
@@ -166,7 +173,7 @@ def write_source(path: Path, images, labels, name: str, key: str, args, seconds:
         path, images=images, labels=labels, generator=np.str_(generator), source=np.str_(name),
         steps=np.int64(steps), seed=np.int64(args.seed), train_steps=np.int64(train_steps),
         schedule_steps=np.int64(schedule),
-        guidance_scale=np.float64(args.guidance_scale if key != "gan" else 1.0),
+        guidance_scale=np.float64(guidance_of(key, args)),
         image_size=np.int64(28), generator_split_per_class=np.int64(fashion_mnist.GENERATOR_PER_CLASS),
         sample_seconds=np.float64(round(seconds, 1)))
 
@@ -419,14 +426,17 @@ def parse_args(argv=None):
                         "keeps runs reproducible)")
     p.add_argument("--diffusion-stop-step", type=int, default=6000,
                    help="stop the diffusion model's training after this step of its --diffusion-train-steps "
-                        "schedule (the loss has plateaued) and sample from it; rerunning without it continues")
+                        "schedule (the loss has plateaued) and sample from it; a larger one continues the training")
     p.add_argument("--lr", type=float, default=2e-3, help="diffusion learning rate")
     p.add_argument("--p-uncond", type=float, default=0.1,
                    help="share of diffusion training labels replaced by the null class")
     p.add_argument("--many-steps", type=int, default=25, help="DDIM steps of the many-step source")
     p.add_argument("--few-steps", type=int, default=4, help="DPM-Solver++ steps of the few-step source")
     p.add_argument("--guidance-scale", type=float, default=1.5,
-                   help="classifier-free guidance scale (1 = plain conditional sampling)")
+                   help="classifier-free guidance scale of the many-step (DDIM) source (1 = plain conditional "
+                        "sampling); chosen by --sweep-guidance, docs/synthetic_fashion.md")
+    p.add_argument("--few-guidance-scale", type=float, default=2.0,
+                   help="classifier-free guidance scale of the few-step (DPM-Solver++) source")
     # GAN
     p.add_argument("--gan-train-steps", type=int, default=2000)
     p.add_argument("--gan-batch-size", type=int, default=64)
@@ -446,7 +456,7 @@ def parse_args(argv=None):
         args.sweep_guidance = [float(v) for v in args.sweep_guidance.split(",") if v.strip()]
     except ValueError:
         p.error(f"--sweep-guidance must be comma-separated numbers, got {args.sweep_guidance!r}")
-    if any(not (1.0 <= g <= 50.0) for g in args.sweep_guidance) or not (1.0 <= args.guidance_scale <= 50.0):
+    if any(not (1.0 <= g <= 50.0) for g in args.sweep_guidance) or not all(1.0 <= g <= 50.0 for g in (args.guidance_scale, args.few_guidance_scale)):
         p.error("guidance scales must lie in [1, 50] (1: plain conditional sampling)")
     if args.sweep_guidance and not {"many", "few"} & set(s.strip() for s in args.sources.split(",")):
         p.error("--sweep-guidance samples the diffusion model: give --sources many, few or both")

@@ -11,7 +11,8 @@ from data_tools import make_synthetic_fashion as msf
 
 TINY = ["--max-train-per-class", "4", "--channels", "8,16", "--diffusion-train-steps", "2",
         "--gan-train-steps", "2", "--gan-width", "8", "--batch-size", "8", "--gan-batch-size", "8",
-        "--per-class", "3", "--many-steps", "3", "--few-steps", "2"]
+        "--per-class", "3", "--many-steps", "3", "--few-steps", "2", "--diffusion-stop-step", "2",
+        "--guidance-scale", "1", "--few-guidance-scale", "1"]
 
 
 def _paths(tmp_path):
@@ -42,8 +43,12 @@ def test_bundled_files_match_the_script_defaults():
         assert b["labels"].dtype == np.int64 and b["labels"].shape == (n,)
         assert np.bincount(b["labels"], minlength=10).tolist() == [DEFAULTS.per_class] * 10
         assert b["images"].max() > 128 and b["images"].std() > 20  # not blank, not flat
-        train_steps = DEFAULTS.gan_train_steps if key == "gan" else DEFAULTS.diffusion_train_steps
+        # The diffusion model trained to DEFAULTS.diffusion_stop_step of its schedule (the loss's plateau).
+        train_steps = DEFAULTS.gan_train_steps if key == "gan" else DEFAULTS.diffusion_stop_step
+        schedule = DEFAULTS.gan_train_steps if key == "gan" else DEFAULTS.diffusion_train_steps
         assert int(b["train_steps"]) == train_steps and int(b["seed"]) == DEFAULTS.seed
+        assert int(b.get("schedule_steps", schedule)) == schedule
+        assert float(b["guidance_scale"]) == msf.guidance_of(key, DEFAULTS)
         entry = stats["sources"][str(b["source"])]
         assert entry["images_per_class"] == [DEFAULTS.per_class] * 10 and entry["generator"] == str(b["generator"])
         assert (msf.DEFAULT_SHEET_DIR / f"synthetic_fashion_{b['source']}.png").is_file()
