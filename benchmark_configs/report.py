@@ -480,21 +480,25 @@ def markdown_table(stats, dataset, lower_is_better, digits=2):
         means = [m for m in means if not math.isnan(m)]
         if means:
             best[col] = min(means) if lower_is_better else max(means)
-    header = "| algorithm | " + " | ".join(f"{n} labels, α={generate.alpha_tag(a)}" for n, a in cols) + " |"
-    lines = [header, "|" + " --- |" * (len(cols) + 1)]
+
+    def cell(s, col):
+        text = f"{s[0]:.{digits}f}" + (f" ± {s[1]:.{digits}f}" if s[2] > 1 else "")
+        if round(s[0], digits) == round(best[col], digits):
+            text = f"**{text}**"
+        return text + (f" (n={s[2]})" if s[2] != full_n else "")
+
+    return _grid(stats, dataset, cols, labels, cell)
+
+
+def _grid(stats, dataset, cols, labels, cell):
+    """Markdown rows = labels, columns = (labels, alpha); ``cell(stat, col)`` writes a filled cell, "–" an empty one."""
+    lines = ["| algorithm | " + " | ".join(f"{n} labels, α={generate.alpha_tag(a)}" for n, a in cols) + " |",
+             "|" + " --- |" * (len(cols) + 1)]
     for lab in labels:
         cells = []
         for col in cols:
             s = stats.get((lab, dataset) + col)
-            if s is None or math.isnan(s[0]):
-                cells.append("–")
-                continue
-            text = f"{s[0]:.{digits}f}" + (f" ± {s[1]:.{digits}f}" if s[2] > 1 else "")
-            if round(s[0], digits) == round(best[col], digits):
-                text = f"**{text}**"
-            if s[2] != full_n:
-                text += f" (n={s[2]})"
-            cells.append(text)
+            cells.append("–" if s is None or math.isnan(s[0]) else cell(s, col))
         lines.append(f"| {lab} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -553,22 +557,15 @@ def interval_table(stats, dataset, digits=2):
     labels = _label_order({k[0] for k in stats if k[1] == dataset})
     if not cols:
         return ""
-    lines = ["| algorithm | " + " | ".join(f"{n} labels, α={generate.alpha_tag(a)}" for n, a in cols) + " |",
-             "|" + " --- |" * (len(cols) + 1)]
-    for lab in labels:
-        cells = []
-        for col in cols:
-            s = stats.get((lab, dataset) + col)
-            if s is None or math.isnan(s[0]):
-                cells.append("–")
-                continue
-            mean, low, high, n = s
-            text = f"{mean:+.{digits}f}"
-            if n > 1:
-                text += f" [{low:+.{digits}f}, {high:+.{digits}f}]" + ("*" if resolved(s) else "")
-            cells.append(text + f" (n={n})")
-        lines.append(f"| {lab} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+
+    def cell(s, col):
+        mean, low, high, n = s
+        text = f"{mean:+.{digits}f}"
+        if n > 1:
+            text += f" [{low:+.{digits}f}, {high:+.{digits}f}]" + ("*" if resolved(s) else "")
+        return text + f" (n={n})"
+
+    return _grid(stats, dataset, cols, labels, cell)
 
 
 def source_auroc_stats(rows):
